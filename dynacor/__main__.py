@@ -1,0 +1,7 @@
+"""``python -m dynacor`` is the same as the ``dynacor`` command."""
+
+import sys
+
+from dynacor.cli import main
+
+sys.exit(main())
