@@ -41,9 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the benchmark grid (methods x noise settings x seeds) and write a table",
         description="Run methods x noise settings x seeds on a feature file and write Markdown and CSV tables.",
     )
-    from dynacor import bench as bench_module
+    try:  # TEMP until dynacor.bench lands
+        from dynacor import bench as bench_module
 
-    bench_module.add_arguments(bench)
+        bench_module.add_arguments(bench)
+    except ImportError:
+        pass
     return parser
 
 
@@ -115,12 +118,12 @@ def load_source(args: argparse.Namespace, needs_clean: bool):
 class EpochTable:
     """Prints one aligned row per epoch to stderr."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=None):
         self.stream = stream
 
     def __call__(self, event: dict) -> None:
         kind = event.get("type")
-        out = self.stream
+        out = self.stream or sys.stderr
         if kind == "stage_start" and event["stage"] == "classifier":
             print(f"{'classifier':>10} {'epoch':>7} {'loss':>8} {'acc':>7} {'test':>7} {'sec':>6}", file=out)
         elif kind == "classifier_epoch":

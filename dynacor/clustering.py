@@ -94,11 +94,16 @@ def validation_metric(q_noisy: np.ndarray, is_copy: np.ndarray, in_reference: np
 
     Returns
     -------
-    V, or NaN when either set is empty (such an epoch cannot be chosen).
+    V, or NaN when either set is empty or when most copies are called clean (such an epoch
+    cannot be chosen). The last guard is ours, not the paper's: V only looks at the copies called
+    noisy, so a state whose clusters swapped (most copies, which are at least 1 - 1/C noisy,
+    called clean) can score high while its scores are inverted.
     """
     q_noisy = np.asarray(q_noisy, dtype=np.float64)
     is_copy = np.asarray(is_copy, dtype=bool)
     pred_noisy = q_noisy > 0.5
+    if not is_copy.any() or pred_noisy[is_copy].mean() < 0.5:
+        return float("nan")
     copies = is_copy & pred_noisy
     originals = ~is_copy & ~pred_noisy
     if in_reference is not None:

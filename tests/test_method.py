@@ -1,0 +1,135 @@
+"""Faithfulness: the method's formulas against answers computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dynacor.clustering import (
+    alignment_loss,
+    clustering_loss,
+    cosine_distance,
+    soft_assign,
+    target_distribution,
+    validation_metric,
+)
+from dynacor.corruption import make_copies, num_copies
+from dynacor.dynamics import logit_margin, margin_signs, unique_trajectories
+from dynacor.noise import apply_noise, asymmetric, noise_rate, parse_noise, symmetric
+
+T = torch.tensor
+
+
+def test_cosine_distance_by_hand():
+    z = T([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
+    got = cosine_distance(z, T([1.0, 0.0]))
+    assert got.tolist() == pytest.approx([0.0, 1 - 1 / math.sqrt(2), 2.0], abs=1e-6)
+
+
+def test_soft_assign_student_t_by_hand():
+    # d(z, mu_noisy) = 0, d(z, mu_clean) = 1: q = 1 / (1 + 1/2) = 2/3
+    q = soft_assign(T([[1.0, 0.0]]), T([1.0, 0.0]), T([0.0, 1.0]))
+    assert q.item() == pytest.approx(2 / 3, abs=1e-6)
+    # equidistant: q = 1/2
+    q = soft_assign(T([[1.0, 1.0]]), T([1.0, 0.0]), T([0.0, 1.0]))
+    assert q.item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_target_distribution_by_hand():
+    # s_noisy = 1.2, s_clean = 0.8; row 1: (.64/1.2) / (.64/1.2 + .04/.8) = 0.914286
+    p = target_distribution(T([0.8, 0.4], dtype=torch.float64))
+    assert p.tolist() == pytest.approx([0.914286, 0.228571], abs=1e-6)
+
+
+def test_clustering_loss_is_kl_p_q_by_hand():
+    q = T([0.8, 0.4], dtype=torch.float64)
+    p = T([0.914286, 0.228571], dtype=torch.float64)
+    # row 1: .914286 ln(.914286/.8) + .085714 ln(.085714/.2) = 0.049460
+    # row 2: .228571 ln(.228571/.4) + .771429 ln(.771429/.6) = 0.065959
+    assert clustering_loss(q, p).item() == pytest.approx((0.049460 + 0.065959) / 2, abs=1e-5)
+
+
+def test_alignment_loss_by_hand():
+    z = T([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [2.0, 0.0]])
+    is_copy = T([False, True, False, True])
+    pred_noisy = T([True, True, False, False])
+    # noisy group: d([1,0], [0,1]) = 1; clean group: d([1,0], [2,0]) = 0; mean 0.5
+    assert alignment_loss(z, is_copy, pred_noisy).item() == pytest.approx(0.5, abs=1e-6)
+    # a group without copies is skipped
+    only = alignment_loss(z[:3], is_copy[:3], pred_noisy[:3])
+    assert only.item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_validation_metric_by_hand():
+    q = np.array([0.2, 0.4, 0.8, 0.9, 0.7])
+    is_copy = np.array([False, False, False, True, True])
+    # copies called noisy: mean(.9, .7) = .8; originals called clean: mean(.2, .4) = .3
+    assert validation_metric(q, is_copy) == pytest.approx(0.25)
+    reference = np.array([True, False, False, False, False])
+    assert validation_metric(q, is_copy, reference) == pytest.approx((0.8 - 0.2) ** 2)
+
+
+def test_validation_metric_refuses_swapped_clusters():
+    q = np.array([0.2, 0.4, 0.6, 0.3, 0.1])
+    is_copy = np.array([False, False, True, True, True])
+    assert math.isnan(validation_metric(q, is_copy))
+
+
+def test_logit_margin_by_hand():
+    logits = T([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
+    assert logit_margin(logits, T([0, 2])).tolist() == [1.0, -2.0]
+    assert margin_signs(np.array([[0.0, -0.1, 3.0]])).tolist() == [[1, -1, 1]]
+
+
+def test_unique_trajectories_round_trip():
+    signals = np.array([[1, 1], [-1, 1], [1, 1], [1, 1]], dtype=np.float32)
+    unique, inverse, counts = unique_trajectories(signals)
+    assert len(unique) == 2 and counts.sum() == 4
+    np.testing.assert_array_equal(unique[inverse], signals)
+
+
+@pytest.mark.parametrize("eta", [0.2, 0.6])
+def test_symmetric_noise_rate_and_never_same_class(eta):
+    clean = np.random.default_rng(0).integers(0, 10, 20000)
+    noisy = symmetric(clean, 10, eta, np.random.default_rng(1))
+    assert noise_rate(noisy, clean) == pytest.approx(eta, abs=0.02)
+    assert noisy.min() >= 0 and noisy.max() < 10
+
+
+def test_asymmetric_noise_is_pair_flip():
+    clean = np.random.default_rng(0).integers(0, 10, 20000)
+    noisy = asymmetric(clean, 10, 0.3, np.random.default_rng(1))
+    changed = noisy != clean
+    assert changed.mean() == pytest.approx(0.3, abs=0.02)
+    np.testing.assert_array_equal(noisy[changed], (clean[changed] + 1) % 10)
+
+
+def test_instance_noise_rate_within_tolerance():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(5000, 32))
+    clean = rng.integers(0, 10, 5000)
+    noisy = apply_noise("inst:0.4", clean, 10, np.random.default_rng(2), features=features)
+    assert noise_rate(noisy, clean) == pytest.approx(0.4, abs=0.05)
+    # seeded: the same generator state gives the same labels
+    again = apply_noise("inst:0.4", clean, 10, np.random.default_rng(2), features=features)
+    np.testing.assert_array_equal(noisy, again)
+
+
+def test_parse_noise_rejects_bad_specs():
+    assert parse_noise("asym:0.3") == ("asym", 0.3)
+    for bad in ("sym", "gauss:0.2", "sym:1.5", "sym:abc"):
+        with pytest.raises(ValueError):
+            parse_noise(bad)
+
+
+def test_copies_never_keep_the_given_label():
+    given = np.random.default_rng(0).integers(0, 5, 1000)
+    copies = make_copies(given, 5, 0.3, np.random.default_rng(1))
+    assert copies.size == num_copies(1000, 0.3) == 300
+    assert len(np.unique(copies.pair)) == 300
+    assert not np.any(copies.labels == given[copies.pair])
+    # uniform over the other classes: every other class is used
+    assert set(np.unique((copies.labels - given[copies.pair]) % 5)) == {1, 2, 3, 4}
