@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import tarfile
 import warnings
 from collections.abc import Sequence
@@ -540,9 +541,9 @@ def read_label_file(file: str | os.PathLike[str]) -> dict[str, Any]:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).split("\n\n")[-1].strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
-        raise InputError(str(path), None, "a label file holding only arrays of labels (nothing else is unpickled)", detail.strip()[:300]) from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        got = f"a reference to {found.group(1)}" if found else re.sub(r"\s+", " ", str(exc))[-200:]
+        raise InputError(str(path), None, "a label file holding only arrays of labels (nothing else is unpickled)", got) from None
     except Exception as exc:  # not a zip/pickle at all, truncated, ...
         raise InputError(str(path), None, "a PyTorch .pt label file", f"{type(exc).__name__}: {exc}") from None
     if not isinstance(obj, dict):
