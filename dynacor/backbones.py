@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dynacor.errors import Cancelled, InputError, MissingError
+from dynacor.errors import Cancelled, CorruptError, InputError, MissingError
 
 BACKBONES = ("effnet-lite0", "clip")
 VIEWS = ("orig", "flip")
@@ -277,7 +277,11 @@ class _Views(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = self.dataset.image(index)
+        try:
+            image = self.dataset.image(index)
+        except (OSError, ValueError) as exc:
+            # Checked when the data set was opened, so the file changed since: stop, naming it.
+            raise CorruptError(f"{self.dataset.paths[index]}: could not be read during feature extraction ({exc})") from None
         out = []
         for view in self.views:
             # The flip is applied before preprocessing, so it is exact for any crop or resize.

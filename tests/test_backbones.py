@@ -133,3 +133,18 @@ def test_tqdm_progress_bar() -> None:
     for done in (0, 3, 5):
         on_progress({"type": "progress", "done": done, "total": 5})
     close()
+
+
+def test_file_broken_after_listing_is_named(effnet, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dynacor.errors import CorruptError
+    from dynacor.sources import load_image_folder
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / c / "x.png")
+    data = load_image_folder(tmp_path)
+    (tmp_path / "b" / "x.png").write_bytes(b"gone bad")
+    with pytest.raises(CorruptError, match=r"b/x\.png: could not be read during feature extraction"):
+        extract_features(data, effnet)
