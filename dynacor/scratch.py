@@ -76,9 +76,10 @@ def cifar_resnet(depth: int, num_classes: int) -> nn.Module:
     return net
 
 
-def build_network(arch: str, num_classes: int) -> nn.Module:
+def build_network(arch: str, num_classes: int, width: int = 32) -> nn.Module:
+    """``cnn`` (`small_cnn` of ``width``), ``resnet18`` or ``resnet34`` (`cifar_resnet`)."""
     if arch == "cnn":
-        return small_cnn(num_classes)
+        return small_cnn(num_classes, width)
     if arch in ("resnet18", "resnet34"):
         return cifar_resnet(int(arch[6:]), num_classes)
     raise InputError(None, "arch", f"one of {ARCHS}", repr(arch))
@@ -156,6 +157,7 @@ def train_scratch(
     momentum: float = 0.9,
     seed: int | torch.Generator = 0,
     arch: str = "resnet18",
+    width: int = 32,
     augment: bool = True,
     schedule: str = "multistep",
     record: str = "train",
@@ -176,6 +178,7 @@ def train_scratch(
     lr, batch_size, weight_decay, momentum : SGD settings (paper: 0.1, 128, 5e-4, 0.9)
     seed : an int or a ``torch.Generator``; drives init, the copies' crops, shuffling, augmentation
     arch : ``resnet18`` / ``resnet34`` (CIFAR stem) or ``cnn`` (small, fast on CPU)
+    width : channels of the first ``cnn`` block (cost grows with its square; 16 is ~4x faster)
     augment : standard CIFAR training augmentation (random crop pad 4 + flip) for every sample
     schedule : ``multistep`` (x0.1 at 50% and 75% of the epochs) or ``cosine``
     record : ``train``: margins of each mini-batch before its update (authors' code, free);
@@ -215,7 +218,7 @@ def train_scratch(
     # Module constructors draw their default initialisation from the global RNG; isolate that
     # draw (fork_rng restores the state) and re-initialise from our own generator.
     with torch.random.fork_rng(devices=[]):
-        model = build_network(arch, num_classes)
+        model = build_network(arch, num_classes, width)
     init_parameters(model, gen)
     model.to(dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)

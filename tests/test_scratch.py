@@ -20,6 +20,15 @@ def easy_images(n: int = 120, c: int = 4, seed: int = 0) -> tuple[np.ndarray, np
     return np.clip(imgs, 0, 255).astype(np.uint8), labels.astype(np.int64)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small convolutions gain nothing from a second thread and lose much when the CPU is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def setup():
     images, labels = easy_images()
@@ -29,7 +38,7 @@ def setup():
 
 def run(setup, **kw):
     images, labels_all, copies = setup
-    args = dict(epochs=3, lr=0.05, batch_size=64, arch="cnn", seed=0, schedule="cosine")
+    args = dict(epochs=3, lr=0.05, batch_size=64, arch="cnn", width=16, seed=0, schedule="cosine")
     args.update(kw)
     return train_scratch(images, labels_all, copies.pair, 4, **args)
 
