@@ -36,6 +36,8 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
     for name in ("lr", "encoder_lr"):
         value = getattr(config, name)
         need(isinstance(value, (int, float)) and np.isfinite(value) and value > 0, name, "a number > 0")
+    need(isinstance(config.refine_steps, int) and config.refine_steps >= 0, "refine_steps", "an integer >= 0")
+    positive_int("restarts")
     for name in ("momentum", "weight_decay", "encoder_weight_decay", "alpha"):
         non_negative(name)
     need(isinstance(config.seed, int) and not isinstance(config.seed, bool) and config.seed >= 0, "seed", "an integer >= 0")
