@@ -1,0 +1,147 @@
+"""Clusters page: the UMAP of the dynamics representations, coloured, with box/lasso selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from dynacor import runstore, sample_images, umap_map
+from pages._common import (
+    PAGES,
+    class_names,
+    label_name,
+    pick_finished_run,
+    run_dir,
+    run_info,
+    safe,
+    samples,
+)
+
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+MAX_THUMBS = 24
+
+st.title("Clusters")
+name = pick_finished_run("clusters", st.sidebar)
+if name is None:
+    st.stop()
+
+frame = safe(samples, name)
+names = class_names(name)
+info = run_info(name)
+n = len(frame)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def cached_map(path: str, mtime: int) -> tuple[np.ndarray, dict]:
+    return umap_map.run_map(path)
+
+
+d = run_dir(name)
+reps = d / "representations.npy"
+if umap_map.load_cached(d) is None:
+    with st.spinner("Computing the map of this run (once; it is cached with the run)..."):
+        coords, how = safe(cached_map, str(d), reps.stat().st_mtime_ns if reps.exists() else 0)
+    st.toast(f"Map computed in {how['seconds']:.1f} s and cached.")
+else:
+    coords, how = safe(cached_map, str(d), reps.stat().st_mtime_ns if reps.exists() else 0)
+pair, copy_labels = safe(runstore.load_copies, d)
+
+options = ["predicted cluster", "given label"]
+if "clean_label" in frame:
+    options.append("ground truth")
+options.append("noisy score")
+c1, c2 = st.columns([3, 1])
+colour_by = c1.radio("Colour by", options, horizontal=True, key="colour_by")
+show_copies = c2.toggle("Show corrupted copies", value=True, key="show_copies")
+
+
+def label_text(values: np.ndarray) -> np.ndarray:
+    return np.asarray([label_name(names, v) for v in values], dtype=object)
+
+
+given_text = label_text(frame["given_label"].to_numpy())
+suggested_text = label_text(frame["suggested_label"].to_numpy())
+ids = frame["id"].astype(str).to_numpy()
+orig_hover = np.char.add(
+    np.char.add(np.char.add("id ", ids.astype(str)), np.char.add("<br>given: ", given_text.astype(str))),
+    np.char.add(np.char.add("<br>suggested: ", suggested_text.astype(str)),
+                np.char.add("<br>score: ", np.char.mod("%.3f", frame["noisy_score"].to_numpy()))),
+)  # fmt: skip
+copy_hover = np.char.add(np.char.add("copy of id ", ids[pair].astype(str)), np.char.add("<br>corrupted label: ", label_text(copy_labels).astype(str)))
+
+fig = go.Figure()
+# customdata = row in the samples table (copies: -1 - row of their original) so a selection maps
+# back to samples whatever the trace order.
+groups: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+if colour_by == "noisy score":
+    groups.append(("originals", np.arange(n), None))
+else:
+    column = {"predicted cluster": "cluster", "given label": "given_label", "ground truth": "clean_label"}[colour_by]
+    values = frame[column].to_numpy()
+    for k, value in enumerate(sorted(set(values.tolist()))):
+        label = str(value) if column == "cluster" else label_name(names, value)
+        groups.append((label, np.flatnonzero(values == value), np.array(COLOURS[k % len(COLOURS)])))
+for label, rows, colour in groups:
+    marker = dict(size=5, opacity=0.75)
+    if colour is None:
+        marker.update(color=frame["noisy_score"].to_numpy()[rows], colorscale="RdYlBu_r", cmin=0, cmax=1,
+                      colorbar=dict(title="noisy score"))  # fmt: skip
+    else:
+        marker.update(color=str(colour))
+    fig.add_trace(go.Scattergl(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=label, marker=marker,
+                               customdata=rows, hovertext=orig_hover[rows], hoverinfo="text"))  # fmt: skip
+if show_copies and pair.size:
+    copy_rows = np.arange(n, n + pair.size)
+    fig.add_trace(go.Scattergl(
+        x=coords[copy_rows, 0], y=coords[copy_rows, 1], mode="markers", name="corrupted copies",
+        marker=dict(size=6, symbol="x", color="rgba(60,60,60,0.55)"),
+        customdata=-1 - pair, hovertext=copy_hover, hoverinfo="text",
+    ))  # fmt: skip
+fig.update_layout(height=620, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso", legend=dict(itemsizing="constant"),
+                  xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None))  # fmt: skip
+st.caption(
+    f"{n:,} samples and {pair.size:,} corrupted copies; chosen encoder epoch {info.get('chosen_epoch')}. "
+    "Draw a box or lasso around points to list them."
+)
+event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"), key="map")
+
+points = getattr(getattr(event, "selection", None), "points", None) or []
+selected_rows: list[int] = []
+for p in points:
+    value = p.get("customdata")
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is None:
+        continue
+    row = int(value)
+    selected_rows.append(row if row >= 0 else -1 - row)  # a copy stands for its original
+selected_rows = sorted(set(selected_rows))
+
+if not selected_rows:
+    st.caption("Nothing selected.")
+    st.stop()
+
+chosen = frame.iloc[selected_rows]
+st.subheader(f"{len(chosen):,} selected samples")
+a, b, c = st.columns([2, 2, 3])
+if a.button(f"Send {len(chosen):,} to the review queue", key="to_queue", type="primary"):
+    st.session_state["review_selection"] = chosen["id"].astype(str).tolist()
+    st.switch_page(PAGES["review"])
+open_id = c.selectbox("Sample", chosen["id"].astype(str).tolist(), key="open_id", label_visibility="collapsed")
+if b.button("Open in the Sample page", key="to_sample"):
+    st.switch_page(PAGES["sample"], query_params={"run": name, "id": open_id})
+
+source = info.get("source") or {}
+if "path" in frame:
+    shown = chosen.head(MAX_THUMBS)
+    cols = st.columns(8)
+    for k, (_, row) in enumerate(shown.iterrows()):
+        image = sample_images.for_display(sample_images.load_image(source, row["path"]), size=96)
+        cols[k % 8].image(image, caption=f"{row['id']}: {label_name(names, row['given_label'])}")
+    if len(chosen) > MAX_THUMBS:
+        st.caption(f"Thumbnails of the first {MAX_THUMBS}; the table lists all.")
+else:
+    st.info("This run was made from a feature file: there are no images to show.")
+table_cols = [c for c in ("id", "given_name", "given_label", "suggested_name", "suggested_label", "noisy_score", "cluster", "path") if c in chosen]
+st.dataframe(chosen[table_cols], hide_index=True)

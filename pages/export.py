@@ -1,0 +1,45 @@
+"""Export page: the cleaned labels as CSV or Parquet, and a summary of decisions per class."""
+
+from __future__ import annotations
+
+import io
+
+import streamlit as st
+
+from dynacor import review
+from pages._common import class_names, pick_finished_run, review_store, safe, samples
+
+st.title("Export")
+name = pick_finished_run("export", st.sidebar)
+if name is None:
+    st.stop()
+
+frame = safe(samples, name)
+export = review.final_labels(frame, review_store().latest_decisions(name), class_names(name))
+decided = int((export["decision"] != "").sum())
+removed = int((export["decision"] == "remove").sum())
+changed = int(((export["final_label"] != export["given_label"]) & export["final_label"].notna()).sum())
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Samples", f"{len(export):,}")
+m2.metric("Decided", f"{decided:,}")
+m3.metric("Labels changed", f"{changed:,}")
+m4.metric("Removed", f"{removed:,}")
+st.caption(
+    "final_label: keep -> given label; accept / relabel -> the chosen class; unsure or undecided -> "
+    "given label; remove -> empty (drop the sample)."
+)
+
+c1, c2 = st.columns(2)
+c1.download_button("Download CSV", export.to_csv(index=False).encode("utf-8"), file_name=f"{name}-labels.csv",
+                   mime="text/csv", key="download_csv", type="primary")  # fmt: skip
+buffer = io.BytesIO()
+export.to_parquet(buffer, index=False)
+c2.download_button("Download Parquet", buffer.getvalue(), file_name=f"{name}-labels.parquet",
+                   mime="application/vnd.apache.parquet", key="download_parquet")  # fmt: skip
+
+st.subheader("Decisions per class")
+st.dataframe(review.summary_per_class(export))
+st.subheader("Preview")
+only_decided = st.toggle("Only samples with a decision", value=decided > 0, key="only_decided")
+preview = export[export["decision"] != ""] if only_decided else export
+st.dataframe(preview.head(1000), hide_index=True)

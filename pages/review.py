@@ -1,0 +1,156 @@
+"""Review page: the queue of flagged samples, one card at a time, with keyboard shortcuts."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dynacor import review, sample_images
+from pages._common import (
+    PAGES,
+    class_names,
+    flagged,
+    label_name,
+    pick_finished_run,
+    review_store,
+    run_info,
+    safe,
+    samples,
+)
+
+SHORTCUTS = {"keep": "K", "accept": "A", "relabel": "O", "unsure": "U", "remove": "X", "skip": "N"}
+BULK_ROWS = 1000
+
+st.title("Review")
+name = pick_finished_run("review", st.sidebar)
+if name is None:
+    st.stop()
+
+# The annotator is asked once per browser session and kept in the URL, so a reload keeps it.
+annotator = st.session_state.get("annotator") or st.query_params.get("annotator")
+if not annotator:
+    with st.form("who"):
+        typed = st.text_input("Your name (stored with every decision)", key="annotator_input")
+        if st.form_submit_button("Start reviewing", type="primary") and typed.strip():
+            st.session_state["annotator"] = typed.strip()
+            st.rerun()
+    st.stop()
+st.session_state["annotator"] = annotator
+st.query_params["annotator"] = annotator
+
+frame = safe(samples, name)
+names = class_names(name)
+queue_all = safe(flagged, name)
+source = run_info(name).get("source") or {}
+store = review_store()
+num_classes = len(names) if names else int(max(frame["given_label"].max(), frame["suggested_label"].max())) + 1
+
+with st.sidebar:
+    st.caption(f"Annotator: **{annotator}**")
+    classes = st.multiselect("Given class", list(range(num_classes)), format_func=lambda c: label_name(names, c), key="filter_classes")
+    lo = float(queue_all["noisy_score"].min()) if len(queue_all) else 0.5
+    score_range = st.slider("Noisy score", 0.0, 1.0, (round(max(0.0, lo - 0.005), 2), 1.0), 0.01, key="filter_score")
+    undecided_only = st.toggle("Undecided only", value=True, key="filter_undecided")
+    selection = st.session_state.get("review_selection")
+    only_selection = False
+    if selection:
+        only_selection = st.toggle(f"Only the {len(selection):,} selected on Clusters", value=True, key="filter_selection")
+
+passed_key = f"passed::{name}"
+if passed_key not in st.session_state:
+    st.session_state[passed_key] = []
+
+
+def decide(key: str, decision: str, given: int, suggested: int, label: int | None = None) -> None:
+    """Button callback: commit the decision, then the rerun shows the next card."""
+    if decision != "skip":
+        chosen = review.decision_label(decision, given, suggested, label)
+        store.record_decision(name, key, decision, chosen, annotator)
+    st.session_state[passed_key].append(key)
+
+
+def bulk(keys: list[str], decision: str, rows, label: int | None) -> None:
+    by_key = rows.set_index("key")
+    items = []
+    for key in keys:
+        r = by_key.loc[key]
+        items.append({"sample": key, "decision": decision,
+                      "label": review.decision_label(decision, int(r["given_label"]), int(r["suggested_label"]), label)})  # fmt: skip
+    count = store.record_decisions(name, items, annotator=annotator)
+    st.session_state["bulk_done"] = f"Recorded '{decision}' for {count:,} samples."
+
+
+@st.fragment
+def card() -> None:
+    latest = store.latest_decisions(name)
+    decided = int(latest["sample"].isin(queue_all["key"]).sum()) if len(latest) else 0
+    total = len(queue_all)
+    st.progress(decided / total if total else 1.0, text=f"**{decided:,} / {total:,}** flagged samples decided")
+    pending = queue_all
+    if only_selection and selection:
+        pending = pending[pending["key"].isin(selection)]
+    pending = review.queue(pending, latest, classes, score_range, undecided_only)
+    remaining = pending[~pending["key"].isin(st.session_state[passed_key])]
+    if remaining.empty:
+        st.success("Nothing left in this queue." if len(pending) == 0 else "You went through every card in this queue.")
+        if len(pending) and st.button("Start again from the top (shows skipped cards)", key="restart"):
+            st.session_state[passed_key] = []
+            st.rerun(scope="fragment")
+        if st.button("Export the cleaned labels", key="to_export"):
+            st.switch_page(PAGES["export"])
+        return
+    row = remaining.iloc[0]
+    key, given, suggested = row["key"], int(row["given_label"]), int(row["suggested_label"])
+    st.caption(f"{len(remaining):,} cards left in this queue")
+    with st.container(border=True):
+        left, right = st.columns([1, 2])
+        with left:
+            if "path" in frame:
+                image = sample_images.load_image(source, row.get("path"))
+                st.image(sample_images.for_display(image), caption=str(row.get("path", "")))
+            else:
+                st.info("Feature-only run: no image to show.")
+        with right:
+            st.markdown(f"#### id `{key}`" + (f" - previous decision: **{row['decision']}**" if row["decision"] else ""))
+            st.markdown(f"Given label: **{label_name(names, given)}**")
+            st.markdown(f"Suggested label: **{label_name(names, suggested)}** (p = {row['suggested_prob']:.2f})")
+            st.markdown(f"Noisy score: **{row['noisy_score']:.3f}**")
+            b1, b2 = st.columns(2)
+            b1.button("Keep label", key="act_keep", shortcut=SHORTCUTS["keep"], on_click=decide,
+                      args=(key, "keep", given, suggested), width="stretch")  # fmt: skip
+            b2.button(f"Accept suggestion: {label_name(names, suggested)}", key="act_accept", shortcut=SHORTCUTS["accept"], type="primary",
+                      on_click=decide, args=(key, "accept", given, suggested), width="stretch")  # fmt: skip
+            others = [c for c in range(num_classes) if c != given]
+            c1, c2 = st.columns(2)
+            other = c1.selectbox("Another class", others, format_func=lambda c: label_name(names, c), key=f"other_{key}", label_visibility="collapsed")
+            c2.button("Relabel as this class", key="act_relabel", shortcut=SHORTCUTS["relabel"], on_click=decide,
+                      args=(key, "relabel", given, suggested, other), width="stretch")  # fmt: skip
+            d1, d2, d3 = st.columns(3)
+            d1.button("Unsure", key="act_unsure", shortcut=SHORTCUTS["unsure"], on_click=decide,
+                      args=(key, "unsure", given, suggested), width="stretch")  # fmt: skip
+            d2.button("Remove sample", key="act_remove", shortcut=SHORTCUTS["remove"], on_click=decide,
+                      args=(key, "remove", given, suggested), width="stretch")  # fmt: skip
+            d3.button("Skip", key="act_skip", shortcut=SHORTCUTS["skip"], on_click=decide,
+                      args=(key, "skip", given, suggested), width="stretch")  # fmt: skip
+            st.caption("Keys: K keep, A accept, O relabel as the chosen class, U unsure, X remove, N skip.")
+            if st.button("Open in the Sample page", key="act_open"):
+                st.switch_page(PAGES["sample"], query_params={"run": name, "id": key})
+
+    with st.expander(f"Bulk actions ({len(pending):,} samples in this queue)"):
+        if st.session_state.get("bulk_done"):
+            st.success(st.session_state.pop("bulk_done"))
+        shown = pending.head(BULK_ROWS)
+        cols = [c for c in ("key", "given_name", "suggested_name", "noisy_score", "decision") if c in shown]
+        picked = st.dataframe(shown[cols], hide_index=True, on_select="rerun", selection_mode="multi-row", key="bulk_table")
+        rows = list(getattr(getattr(picked, "selection", None), "rows", []) or [])
+        chosen_keys = shown["key"].iloc[rows].tolist()
+        e1, e2 = st.columns(2)
+        decision = e1.selectbox("Decision", [d for d in review.DECISIONS], key="bulk_decision")
+        label = e2.selectbox("Class (for relabel)", list(range(num_classes)), format_func=lambda c: label_name(names, c), key="bulk_label")
+        f1, f2 = st.columns(2)
+        f1.button(f"Apply to the {len(chosen_keys):,} selected rows", key="bulk_selected", disabled=not chosen_keys,
+                  on_click=bulk, args=(chosen_keys, decision, pending, label))  # fmt: skip
+        f2.button(f"Apply to all {len(pending):,} in this queue", key="bulk_all", disabled=pending.empty,
+                  on_click=bulk, args=(pending["key"].tolist(), decision, pending, label))  # fmt: skip
+
+
+card()

@@ -1,0 +1,111 @@
+"""Run page: choose data and settings, start or cancel a detection, reopen past runs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dynacor import runview
+from dynacor.config import DynaCorConfig
+from dynacor.errors import DynacorError
+from dynacor.jobs import JobBusy
+from dynacor.sourcespec import BACKBONES, SourceSpec, make_loader
+from pages._common import PAGES, job_runner, runs_root
+
+SOURCES = {
+    "builtin": ("Built-in sample (2,000 CIFAR-10 images)", None),
+    "images": ("Image folder (one sub-folder per class)", "dir"),
+    "manifest": ("Manifest (CSV: path,label)", "file"),
+    "cifar10": ("CIFAR-10 root", "dir"),
+    "cifar100": ("CIFAR-100 root", "dir"),
+    "features": ("Feature file (.npz or .parquet)", "file"),
+}
+NOISE = {"none": "None (use the labels as given)", "sym": "Symmetric", "asym": "Asymmetric (pair flip)", "inst": "Instance-dependent"}
+DEFAULTS = DynaCorConfig()
+
+runner = job_runner()
+job = runner.job
+busy = job is not None and job.is_alive()
+
+st.title("Run DynaCor")
+st.caption("Find wrongly labelled samples: pick the data, start, and follow it on the Training page.")
+
+if busy:
+    with st.container(border=True):
+        st.markdown(f"**A run is working:** `{job.run_dir.name}`")
+        left, right = st.columns(2)
+        if left.button("Follow it on the Training page", key="follow"):
+            st.session_state["current_run"] = job.run_dir.name
+            st.switch_page(PAGES["training"])
+        if right.button("Cancel the run", key="cancel", type="secondary"):
+            job.cancel()
+            st.toast("Cancelling: the run stops at the next step.")
+
+with st.form("start_run"):
+    st.subheader("Data")
+    kind = st.selectbox("Source", list(SOURCES), format_func=lambda k: SOURCES[k][0], key="source_kind")
+    path = st.text_input(
+        "Path (for every source but the built-in sample)",
+        key="source_path",
+        help="Relative paths start at the first data root. Allowed roots: "
+        + ", ".join(str(r) for r in runview.data_roots()),
+    )
+    c1, c2 = st.columns(2)
+    backbone = c1.selectbox("Backbone (image sources)", [b for b in BACKBONES if b != "scratch"], key="backbone")
+    labels_key = c2.text_input("Labels field (feature files)", value="labels", key="labels_key")
+
+    st.subheader("Synthetic noise (for benchmarking)")
+    n1, n2, n3 = st.columns(3)
+    noise_kind = n1.selectbox("Noise type", list(NOISE), format_func=NOISE.get, key="noise_kind")
+    noise_rate = n2.slider("Noise rate", 0.0, 0.9, 0.2, 0.05, key="noise_rate")
+    seed = n3.number_input("Seed", min_value=0, value=DEFAULTS.seed, step=1, key="seed")
+
+    st.subheader("Method")
+    m1, m2, m3, m4 = st.columns(4)
+    gamma = m1.number_input("gamma (corrupted copies)", 0.01, 1.0, DEFAULTS.gamma, 0.01, key="gamma")
+    alpha = m2.number_input("alpha (alignment weight)", 0.0, 10.0, DEFAULTS.alpha, 0.05, key="alpha")
+    epochs = m3.number_input("Classifier epochs", 2, 500, DEFAULTS.epochs, 1, key="epochs")
+    encoder_epochs = m4.number_input("Encoder epochs", 0, 200, DEFAULTS.encoder_epochs, 1, key="encoder_epochs")
+    start = st.form_submit_button("Start run", type="primary")
+
+if start:
+    want = SOURCES[kind][1]
+    try:
+        resolved = runview.resolve_data_path(path, runview.data_roots(), want) if want else None
+        spec = SourceSpec(kind=kind, path=str(resolved) if resolved else None, labels_key=labels_key or "labels", backbone=backbone)
+        noise = None if noise_kind == "none" else f"{noise_kind}:{noise_rate:g}"
+        config = DynaCorConfig(seed=int(seed), noise=noise, gamma=float(gamma), alpha=float(alpha),
+                               epochs=int(epochs), encoder_epochs=int(encoder_epochs))  # fmt: skip
+        loader = make_loader(spec, needs_clean=noise is not None)
+        root = runs_root()
+        name = runview.new_run_name(root, kind)
+        runner.start(root / name, config, loader, spec.to_dict())
+    except JobBusy as exc:
+        st.warning(f"A run is already working: {exc}. One run at a time per app server.")
+    except (DynacorError, ValueError, OSError) as exc:
+        st.error(str(exc))
+    else:
+        st.session_state["current_run"] = name
+        st.switch_page(PAGES["training"])
+
+st.subheader("Past runs")
+table = runview.runs_table(runs_root())
+if table.empty:
+    st.caption("No runs yet.")
+else:
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={"F1": st.column_config.NumberColumn("F1 (%)", format="%.1f")},
+        key="runs_table",
+    )
+    names = table["run"].tolist()
+    current = st.session_state.get("current_run")
+    o1, o2, o3 = st.columns([3, 1, 1])
+    chosen = o1.selectbox("Reopen a run", names, index=names.index(current) if current in names else 0, key="reopen")
+    status = table.set_index("run").loc[chosen, "status"]
+    if o2.button("Training / log", key="open_training"):
+        st.session_state["current_run"] = chosen
+        st.switch_page(PAGES["training"])
+    if o3.button("Clusters", key="open_clusters", disabled=status != "finished"):
+        st.session_state["current_run"] = chosen
+        st.switch_page(PAGES["clusters"])
