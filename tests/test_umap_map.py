@@ -1,0 +1,70 @@
+"""The cluster map: exact neighbours, deterministic embedding, computed once and cached per run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dynacor import atomic, umap_map
+
+
+def fake_run(tmp_path, reps: np.ndarray):
+    atomic.save_npy(tmp_path / "representations.npy", reps.astype(np.float16))
+    return tmp_path
+
+
+def test_nearest_neighbours_are_exact_and_start_with_the_point():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    index, dist = umap_map.nearest_neighbours(x, 5, block=64)
+    full = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    expected = np.argsort(full, axis=1)[:, :5]
+    np.testing.assert_array_equal(index[:, 0], np.arange(300))
+    np.testing.assert_array_equal(index, expected)
+    np.testing.assert_allclose(dist, np.take_along_axis(full, expected, 1), atol=1e-3)
+
+
+def test_pca_keeps_the_main_directions():
+    rng = np.random.default_rng(1)
+    x = np.zeros((200, 10), np.float32)
+    x[:, 3] = rng.normal(0, 10, 200)
+    out = umap_map.pca(x, 2)
+    assert out.shape == (200, 2)
+    assert abs(np.corrcoef(out[:, 0], x[:, 3])[0, 1]) > 0.99
+
+
+def test_duplicates_share_one_place_and_small_inputs_skip_umap():
+    reps = np.repeat(np.eye(4, 16, dtype=np.float32), [50, 30, 10, 1], axis=0)
+    coords = umap_map.embed(reps, seed=0)
+    assert coords.shape == (91, 2) and np.isfinite(coords).all()
+    # jittered copies of one representation stay far closer to each other than to another one
+    assert np.linalg.norm(coords[:50].mean(0) - coords[50:80].mean(0)) > 5 * coords[:50].std(0).max()
+
+
+def test_map_is_cached_in_the_run_and_reused(tmp_path, monkeypatch):
+    reps = np.repeat(np.eye(6, 32), 20, axis=0)
+    run = fake_run(tmp_path, reps)
+    first, info = umap_map.run_map(run)
+    assert not info["cached"] and (run / umap_map.CACHE_FILE).exists()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(umap_map, "embed", boom)
+    second, info = umap_map.run_map(run)
+    assert info["cached"]
+    np.testing.assert_array_equal(first, second)
+    # A rewritten run (different number of rows) must not reuse a stale map.
+    fake_run(tmp_path, np.repeat(np.eye(6, 32), 21, axis=0))
+    assert umap_map.load_cached(run) is None
+
+
+def test_umap_is_deterministic_for_a_seed():
+    pytest.importorskip("umap")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 4, size=(3, 24))
+    x = (centres[rng.integers(0, 3, 150)] + rng.normal(0, 1, size=(150, 24))).astype(np.float32)
+    a = umap_map.embed(x, seed=3, n_epochs=30)
+    b = umap_map.embed(x, seed=3, n_epochs=30)
+    assert a.shape == (150, 2)
+    np.testing.assert_allclose(a, b, atol=1e-4)
