@@ -3,13 +3,15 @@
 Usage (from the repository root)::
 
     python benchmarks/image_features.py [--n 200] [--batch-size 32] [--threads 0] [--data ../shared/data]
+        [--detect] [--cache DIR]
 
 Extracts ``cifar10-jpg.tar`` to a temporary folder (never into the repository), builds a manifest
 of the first ``n`` rows of ``cifar10n_train.csv`` (human ``worse`` labels, clean labels), computes
 effnet-lite0 features of each image and its flip through `dynacor.images.featureset_from_images`
 (cache disabled, so the timing is real), and compares them with ``features`` /
 ``features_aug`` of ``cifar10_effl0_dev.npz`` matched by path. Prints the largest absolute
-difference and the throughput, and writes them as JSON with ``--out``.
+difference and the throughput, and writes them as JSON with ``--out``. With ``--detect`` it also
+runs DynaCor (default config, human ``worse`` labels) on both feature sets and reports both F1.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--detect", action="store_true", help="also compare DynaCor's F1 on both feature sets")
+    parser.add_argument("--cache", type=Path, default=None, help="feature cache (default: none, so timing is real)")
     args = parser.parse_args()
 
     threads = set_threads(args.threads)
@@ -59,8 +63,9 @@ def main() -> None:
             idx = np.array([row[str(Path(p).relative_to(Path(tmp).resolve()))] for p in dataset.paths])
             ref = dev["features"][idx].astype(np.float32)
             ref_aug = dev["features_aug"][idx].astype(np.float32)
+            ref16, ref16_aug = dev["features"][idx], dev["features_aug"][idx]
         started = time.perf_counter()
-        data = featureset_from_images(dataset, "effnet-lite0", device=args.device, batch_size=args.batch_size, use_cache=False)
+        data = featureset_from_images(dataset, "effnet-lite0", device=args.device, batch_size=args.batch_size, use_cache=args.cache is not None, cache_dir=args.cache)
         seconds = time.perf_counter() - started
 
     diff = np.abs(data.features.astype(np.float32) - ref)
@@ -79,6 +84,18 @@ def main() -> None:
         "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or "cpu",
         "torch": torch.__version__,
     }
+    if args.detect:
+        from dataclasses import replace
+
+        from dynacor.config import DynaCorConfig
+        from dynacor.pipeline import run
+
+        config = DynaCorConfig(device="cpu")
+        from_images = run(config, data)
+        from_file = run(config, replace(data, features=ref16, features_aug=ref16_aug, source={"kind": "features"}))
+        report["f1_from_images"] = from_images.metrics["f1"]
+        report["f1_from_feature_file"] = from_file.metrics["f1"]
+        report["noise_rate"] = from_images.metrics["noise_rate"]
     print(json.dumps(report, indent=2))
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=2) + "\n")

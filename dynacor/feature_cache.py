@@ -67,9 +67,12 @@ def dataset_fingerprint(dataset: Any, content: bool = False) -> str:
         h.update(f"memory {images.shape} {images.dtype}\n".encode())
         h.update(memoryview(images).cast("B"))
         return h.hexdigest()
+    # Paths relative to the source's root, so a moved or re-extracted folder still hits.
+    root = (getattr(dataset, "source", None) or {}).get("root")
     for path in dataset.paths:
         st = os.stat(path)
-        h.update(f"{path}\0{st.st_size}\0".encode())
+        name = os.path.relpath(path, root) if root else str(path)
+        h.update(f"{name}\0{st.st_size}\0".encode())
         if content:
             h.update(_file_digest(str(path), st.st_size, st.st_mtime_ns).encode())
         else:

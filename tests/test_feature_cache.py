@@ -202,3 +202,13 @@ def test_featureset_from_images_end_to_end(tmp_path: Path) -> None:
     again = featureset_from_images(dataset, "effnet-lite0", device="cpu", cache_dir=tmp_path / "cache", on_event=events.append)
     assert not any(e["type"] == "progress" for e in events)  # served from the cache
     assert np.array_equal(again.features, fs.features)
+
+
+def test_moved_folder_still_hits(tmp_path: Path) -> None:
+    import shutil
+
+    make_folder(tmp_path / "one")
+    shutil.copytree(tmp_path / "one", tmp_path / "two", copy_function=shutil.copy2)  # keeps mtimes
+    a, b = load_image_folder(tmp_path / "one"), load_image_folder(tmp_path / "two")
+    assert dataset_fingerprint(a) == dataset_fingerprint(b)
+    assert dataset_fingerprint(a, content=True) == dataset_fingerprint(b, content=True)
