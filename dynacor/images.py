@@ -32,6 +32,7 @@ def open_images(
     download: bool = False,
     class_names: Sequence[str] | None = None,
     sample_noise: str | None = "sym:0.2",
+    sample_per_class: int | None = None,
     seed: int = 0,
 ) -> ImageDataset:
     """Open an image source by kind (``--images DIR``, ``--manifest FILE``, ``--cifar10 ROOT``, ...).
@@ -44,6 +45,7 @@ def open_images(
     download : CIFAR only: download when missing (needs the network)
     class_names : manifest only: the class list labels must belong to
     sample_noise, seed : built-in sample only: the noise injected into its clean labels
+    sample_per_class : built-in sample only: keep the first images of each class (None: all 200)
     """
     from dynacor import sources
 
@@ -59,7 +61,7 @@ def open_images(
         return sources.load_manifest(path, class_names=class_names)  # type: ignore[arg-type]
     if kind in ("cifar10", "cifar100"):
         return sources.load_cifar(path, dataset=kind, download=download, human_file=cifar_n, human=human)  # type: ignore[arg-type]
-    return sources.load_builtin_sample(noise=sample_noise, seed=seed)
+    return sources.load_builtin_sample(noise=sample_noise, seed=seed, per_class=sample_per_class)
 
 
 def to_featureset(
