@@ -13,6 +13,9 @@ from pathlib import Path
 
 from dynacor.config import RECORD_MODES, SELECTIONS, SIGNALS, DynaCorConfig
 from dynacor.errors import CorruptError, InputError, MissingError, RunExistsError
+from dynacor.sourcespec import BACKBONES, SourceSpec, make_loader
+
+DETECTOR_METHODS = ("dynacor", "aum", "cl", "avg-gmm", "simifeat", "cores")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -51,11 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data source")
-    group.add_argument("--features", metavar="FILE", help="feature file: .npz with features, labels[, features_aug, "
-                       "clean_labels, ids, class_names, paths] or .parquet with features and label columns")
+    group = parser.add_argument_group("data source (default: the built-in sample)")
+    one = group.add_mutually_exclusive_group()
+    one.add_argument("--features", metavar="FILE", help="feature file: .npz with features, labels[, features_aug, "
+                     "clean_labels, ids, class_names, paths] or .parquet with features and label columns")
+    one.add_argument("--images", metavar="DIR", help="image folder, one sub-folder per class")
+    one.add_argument("--manifest", metavar="FILE", help="CSV or Parquet with path,label[,id][,clean_label]; "
+                     "paths relative to the manifest")
+    one.add_argument("--cifar10", metavar="ROOT", help="torchvision CIFAR-10 under ROOT")
+    one.add_argument("--cifar100", metavar="ROOT", help="torchvision CIFAR-100 under ROOT")
+    one.add_argument("--builtin", action="store_true", help="the built-in sample in sample_data/ (the default)")
     group.add_argument("--labels-key", default="labels", metavar="KEY",
-                       help="array (npz) or column (parquet) holding the given labels, e.g. worse_labels (default: labels)")
+                       help="feature files: array (npz) or column (parquet) holding the given labels, e.g. worse_labels")
+    group.add_argument("--cifar-n", metavar="FILE", help="CIFAR-10N/100N label file (.pt) with human noisy labels")
+    group.add_argument("--human", metavar="SET", help="which CIFAR-N labels: aggre, worse, random1, random2, random3, noisy100")
+    group.add_argument("--download", action="store_true", help="download CIFAR when it is missing (needs the network)")
+    group.add_argument("--backbone", choices=BACKBONES, default="effnet-lite0",
+                       help="image sources: frozen EfficientNet-Lite0 (offline), frozen CLIP, or a network trained "
+                       "from scratch on the images (default effnet-lite0)")
+    group.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
+    group.add_argument("--clip-pretrained", metavar="TAG_OR_PATH",
+                       help="open_clip pretrained tag (downloads when online) or a local checkpoint file")
+    group.add_argument("--method", choices=DETECTOR_METHODS, default="dynacor",
+                       help="detector: dynacor (default) or a baseline on the same data")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,15 +125,26 @@ def config_from_args(args: argparse.Namespace) -> DynaCorConfig:
     return check_config(DynaCorConfig.from_dict(values), args.config or "command line")
 
 
-def load_source(args: argparse.Namespace, needs_clean: bool):
-    """The data loader for the chosen source: returns ``(loader, source_description)``."""
-    if args.features:
-        from dynacor.featurefile import load_features
+def source_spec(args: argparse.Namespace) -> SourceSpec:
+    for kind in ("features", "images", "manifest", "cifar10", "cifar100"):
+        if getattr(args, kind, None):
+            path = getattr(args, kind)
+            break
+    else:
+        kind, path = "builtin", None
+    return SourceSpec(kind=kind, path=path, labels_key=args.labels_key, backbone=args.backbone,
+                      clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
+                      cifar_n=args.cifar_n, human=args.human, download=args.download)  # fmt: skip
 
+
+def load_source(spec: SourceSpec, config: DynaCorConfig):
+    """The data loader for ``spec``: returns ``(loader, source_description)``."""
+    loader = make_loader(spec, needs_clean=config.noise is not None, device=config.device, seed=config.seed)
+    if spec.kind == "features":
         # Loaded here, before the run directory exists: bad input writes nothing.
-        data = load_features(args.features, args.labels_key, needs_clean)
-        return (lambda on_event, should_stop: data), data.source
-    raise InputError("command line", "--features", "given (the data to run on)", "no data source")
+        data = loader(lambda event: None, lambda: False)
+        return (lambda on_event, should_stop: data), {**data.source, "spec": spec.to_dict()}
+    return loader, {"kind": spec.kind, "path": spec.path, "spec": spec.to_dict()}
 
 
 class EpochTable:
@@ -132,6 +164,16 @@ class EpochTable:
                   f"{test} {event['seconds']:6.2f}", file=out)  # fmt: skip
         elif kind == "stage_start" and event["stage"] == "encoder":
             print(f"{'encoder':>10} {'epoch':>7} {'L_clu':>8} {'L_align':>8} {'V':>9} {'flagged':>8} {'F1':>6}", file=out)
+        elif kind == "progress" and event.get("stage") == "features":
+            if event["done"] == event["total"] or event["done"] % 256 < 32:
+                eta = event.get("eta_s")
+                eta_text = f", {eta:.0f} s left" if eta is not None else ""
+                print(f"  features {event['done']}/{event['total']} images ({event.get('images_per_s') or 0:.1f}/s{eta_text})",
+                      file=out)  # fmt: skip
+        elif kind == "skipped":
+            files = [f["path"] if isinstance(f, dict) else f for f in event.get("files", [])]
+            more = f" and {len(files) - 10} more" if len(files) > 10 else ""
+            print(f"warning: skipped {len(files)} unreadable file(s): {', '.join(files[:10])}{more}", file=out)
         elif kind == "encoder_epoch":
             f1 = f"{100 * event['f1']:5.1f}" if "f1" in event else f"{'-':>5}"
             print(f"{'':>10} {event['epoch']:>3}/{event['of']:<3} {event['cluster_loss']:8.5f} {event['align_loss']:8.5f} "
@@ -148,8 +190,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from dynacor import runstore
     from dynacor.jobs import Job
 
+    spec = source_spec(args)
     config = config_from_args(args)
-    loader, source = load_source(args, needs_clean=config.noise is not None)
+    if spec.backbone == "scratch" and spec.kind != "features":
+        config = config.for_scratch()
+    loader, source = load_source(spec, config)
+    if args.method != "dynacor":
+        from dynacor.baseline_runs import run_baseline
+
+        return run_baseline(args.method, loader, source, config, Path(args.out), args.overwrite, quiet=args.quiet)
     job = Job(Path(args.out), config, loader, source, overwrite=args.overwrite,
               listener=None if args.quiet else EpochTable())  # fmt: skip
     job.start()

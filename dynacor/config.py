@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SIGNALS = ("sign", "margin", "prob")
+CLASSIFIERS = ("mlp", "scratch-cnn", "scratch-resnet18", "scratch-resnet34")
 RECORD_MODES = ("train", "eval")
 SELECTIONS = ("validation", "last", "init")
 VAL_ORIGINALS = ("all", "paired")
@@ -35,7 +36,10 @@ class DynaCorConfig:
     # 1. Corrupted copies.
     gamma: float = 0.1
 
-    # 2. Classifier (MLP head on frozen features) and dynamics recording.
+    # 2. Classifier and dynamics recording. "mlp": a head on frozen features (paper Table 5);
+    # "scratch-cnn" / "scratch-resnet18" / "scratch-resnet34": a network trained from scratch on
+    # the images (the features are then the flattened images, see `dynacor.sourcespec`).
+    classifier: str = "mlp"
     epochs: int = 30
     lr: float = 0.01  # paper 0.1: on 10k samples the head memorises the noise within a few epochs
     momentum: float = 0.9
@@ -60,7 +64,7 @@ class DynaCorConfig:
     # centroid updates after the paper's initialisation, and several encoder initialisations of
     # which the one with the largest validation metric is kept. 0 and 1 give the paper exactly.
     refine_steps: int = 20
-    restarts: int = 4
+    restarts: int = 1
     cluster_loss: bool = True  # ablation switches (paper Table 4)
     align_loss: bool = True
 
@@ -71,6 +75,13 @@ class DynaCorConfig:
     eval_distance: str = "cosine"  # originals in V: "paired" (those with a copy, authors' code) or "all"
 
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def for_scratch(self) -> DynaCorConfig:
+        """Settings of the paper's from-scratch setting (METHOD.md: lr 0.1, multi-step schedule,
+        100 epochs, alpha 0.05), applied where a field still has its frozen-feature default."""
+        frozen = DynaCorConfig()
+        changes = {"classifier": "scratch-resnet18", "lr": 0.1, "epochs": 100, "alpha": 0.05}
+        return self.replace(**{k: v for k, v in changes.items() if getattr(self, k) == getattr(frozen, k)})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

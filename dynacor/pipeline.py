@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynacor.classifier import train_head
+from dynacor.classifier import HeadDynamics, train_head
 from dynacor.config import DynaCorConfig
 from dynacor.corruption import make_copies
 from dynacor.device import pick_device, set_threads
@@ -169,7 +169,9 @@ def run(
     copies = make_copies(given, num_classes, config.gamma, copy_rng)
     aug = data.features_aug if data.features_aug is not None else data.features
     n = data.num_samples
-    features_all = np.concatenate([np.asarray(data.features, np.float32), np.asarray(aug[copies.pair], np.float32)])
+    features_all = None
+    if config.classifier == "mlp":
+        features_all = np.concatenate([np.asarray(data.features, np.float32), np.asarray(aug[copies.pair], np.float32)])
     labels_all = np.concatenate([given, copies.labels])
     is_copy = np.arange(n + copies.size) >= n
     realised = noise_rate(given, data.clean_labels) if data.clean_labels is not None else None
@@ -181,16 +183,18 @@ def run(
 
     # Classifier and dynamics.
     t = _stage_start(emit, "classifier", total=config.epochs)
-    test = (data.test_features, data.test_labels) if data.test_features is not None else None
-    head = train_head(
-        features_all, labels_all, num_classes,
-        epochs=config.epochs, lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, batch_size=config.batch_size, hidden=config.hidden,
-        schedule=config.schedule, record=config.record, late_epochs=config.late_epochs,
-        generator=head_gen, device=device, test=test,
-        on_epoch=lambda e: emit("classifier_epoch", of=config.epochs, **e),
-        should_stop=stop_check,
-    )  # fmt: skip
+    on_epoch = lambda e: emit("classifier_epoch", of=config.epochs, **e)  # noqa: E731
+    if config.classifier == "mlp":
+        test = (data.test_features, data.test_labels) if data.test_features is not None else None
+        head = train_head(
+            features_all, labels_all, num_classes,
+            epochs=config.epochs, lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay, batch_size=config.batch_size, hidden=config.hidden,
+            schedule=config.schedule, record=config.record, late_epochs=config.late_epochs,
+            generator=head_gen, device=device, test=test, on_epoch=on_epoch, should_stop=stop_check,
+        )  # fmt: skip
+    else:
+        head = _train_from_scratch(config, data, labels_all, copies.pair, head_gen, device, on_epoch, stop_check)
     del features_all
     timings["classifier"] = _stage_end(emit, "classifier", t)
 
@@ -268,6 +272,29 @@ def run(
         paths=data.paths,
         source=dict(data.source),
     )
+
+
+def _train_from_scratch(config, data, labels_all, pair, generator, device, on_epoch, stop_check) -> HeadDynamics:
+    """Dynamics of a network trained from scratch on the images (copies: random crops, pad 4)."""
+    from dynacor.errors import InputError
+    from dynacor.scratch import train_scratch
+
+    shape = data.source.get("image_shape")
+    if not shape or int(np.prod(shape)) != data.features.shape[1]:
+        raise InputError(data.source.get("file", "<arrays>"), "source.image_shape",
+                         "the (H, W, 3) shape of the images behind the flattened features (scratch classifiers)",
+                         shape)  # fmt: skip
+    images = np.asarray(data.features).reshape(-1, *shape).astype(np.uint8)
+    trained = train_scratch(
+        images, labels_all, pair, data.num_classes,
+        epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+        weight_decay=config.weight_decay, momentum=config.momentum, seed=generator,
+        arch=config.classifier.removeprefix("scratch-"), record=config.record,
+        late_epochs=config.late_epochs, on_epoch=lambda e: on_epoch({"accuracy": e.get("acc"), **e}),
+        cancel=stop_check, device=device,
+    )  # fmt: skip
+    return HeadDynamics(margins=trained.margins, prob_given=trained.prob_given,
+                        late_probs=trained.late_probs, epochs=trained.log)  # fmt: skip
 
 
 def library_versions() -> dict[str, str]:

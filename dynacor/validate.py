@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynacor.config import DEVICES, RECORD_MODES, SELECTIONS, SIGNALS, VAL_ORIGINALS, DynaCorConfig
+from dynacor.config import CLASSIFIERS, DEVICES, RECORD_MODES, SELECTIONS, SIGNALS, VAL_ORIGINALS, DynaCorConfig
 from dynacor.errors import InputError
 from dynacor.featureset import FeatureSet
 from dynacor.noise import parse_noise
@@ -43,6 +43,7 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
     need(isinstance(config.seed, int) and not isinstance(config.seed, bool) and config.seed >= 0, "seed", "an integer >= 0")
     need(isinstance(config.num_threads, int) and config.num_threads >= 0, "num_threads", "an integer >= 0")
     need(config.device in DEVICES, "device", f"one of {DEVICES}")
+    need(config.classifier in CLASSIFIERS, "classifier", f"one of {CLASSIFIERS}")
     need(config.signal in SIGNALS, "signal", f"one of {SIGNALS}")
     need(config.record in RECORD_MODES, "record", f"one of {RECORD_MODES}")
     need(config.selection in SELECTIONS, "selection", f"one of {SELECTIONS}")
