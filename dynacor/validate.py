@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynacor.config import CLASSIFIERS, DEVICES, RECORD_MODES, SELECTIONS, SIGNALS, VAL_ORIGINALS, DynaCorConfig
+from dynacor.config import (
+    CLASSIFIERS,
+    DEVICES,
+    RECORD_MODES,
+    SELECTIONS,
+    SIGNALS,
+    VAL_ORIGINALS,
+    DynaCorConfig,
+)
 from dynacor.errors import InputError
 from dynacor.featureset import FeatureSet
 from dynacor.noise import parse_noise
