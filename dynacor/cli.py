@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from dynacor.config import RECORD_MODES, SELECTIONS, SIGNALS, DynaCorConfig
+from dynacor.config import CLASSIFIERS, RECORD_MODES, SELECTIONS, SIGNALS, DynaCorConfig
 from dynacor.errors import CorruptError, InputError, MissingError, RunExistsError
 from dynacor.sourcespec import BACKBONES, SourceSpec, make_loader
 
@@ -92,6 +92,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--encoder-lr", type=float, help=f"encoder learning rate (default {defaults.encoder_lr})")
     group.add_argument("--gamma", type=float, help=f"fraction of samples copied with a wrong label, in (0, 1] (default {defaults.gamma})")
     group.add_argument("--alpha", type=float, help=f"weight of the alignment loss (default {defaults.alpha})")
+    group.add_argument("--classifier", choices=CLASSIFIERS, help="network whose dynamics are recorded: an MLP head on "
+                       "frozen features, or a CNN/ResNet trained from scratch (default mlp; scratch-resnet18 with --backbone scratch)")
     group.add_argument("--record", choices=RECORD_MODES, help=f"when margins are recorded: in the training pass or a separate eval pass (default {defaults.record})")
     group.add_argument("--signal", choices=SIGNALS, help=f"what the encoder reads (default {defaults.signal})")
     group.add_argument("--selection", choices=SELECTIONS, help=f"how the encoder epoch is chosen (default {defaults.selection})")
@@ -99,7 +101,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, dest="num_threads", help="CPU threads (default: one per core, at most 8)")
 
 
-CONFIG_FLAGS = ("noise", "seed", "epochs", "lr", "encoder_epochs", "encoder_lr", "gamma", "alpha", "record",
+CONFIG_FLAGS = ("classifier", "noise", "seed", "epochs", "lr", "encoder_epochs", "encoder_lr", "gamma", "alpha", "record",
                 "signal", "selection", "device", "num_threads")  # fmt: skip
 
 

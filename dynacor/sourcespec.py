@@ -86,6 +86,9 @@ def make_loader(spec: SourceSpec, needs_clean: bool = False, device: str = "auto
             sample_noise=spec.sample_noise, sample_per_class=spec.sample_per_class, seed=seed,
         )  # fmt: skip
         if spec.backbone == "scratch":
+            if dataset.skipped:  # featureset_from_images reports these itself for frozen backbones
+                on_event({"type": "skipped", "count": len(dataset.skipped),
+                          "files": [{"path": s.path, "reason": s.reason} for s in dataset.skipped]})  # fmt: skip
             return scratch_featureset(dataset)
         return featureset_from_images(
             dataset, spec.backbone, clip_model=spec.clip_model, clip_pretrained=spec.clip_pretrained,
@@ -103,5 +106,5 @@ def scratch_featureset(dataset) -> FeatureSet:
     images = images_array(dataset, size=32)
     flat = images.reshape(images.shape[0], -1)
     data = to_featureset(dataset, flat.astype(np.float32), None)
-    data.source = {**data.source, "backbone": {"name": "scratch"}, "image_shape": list(images.shape[1:])}
+    data.source = {**data.source, "backbone": {"backbone": "scratch"}, "image_shape": list(images.shape[1:])}
     return data
