@@ -12,13 +12,15 @@ from pathlib import Path
 
 import streamlit as st
 
-# Pages import their shared helpers as ``pages._common``; the test harness does not put the
-# app's folder on sys.path the way ``streamlit run`` does.
+# Pages import their shared helpers as ``app_pages._common``; the test harness does not put the
+# app's folder on sys.path the way ``streamlit run`` does. (The folder is not called ``pages/``:
+# streamlit treats a ``pages/`` folder as its old file-based multipage app and, on a first visit
+# to e.g. /review, runs that file directly, bypassing st.navigation and this page config.)
 APP_DIR = str(Path(__file__).resolve().parent)
 if APP_DIR not in sys.path:
     sys.path.insert(0, APP_DIR)
 
-from pages._common import PAGES, job_runner  # noqa: E402
+from app_pages._common import PAGES, job_runner  # noqa: E402
 
 st.set_page_config(page_title="DynaCor", page_icon=":material/label:", layout="wide")
 

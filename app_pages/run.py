@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages._common import PAGES, job_runner, runs_root
 from dynacor import runview
 from dynacor.config import DynaCorConfig
 from dynacor.errors import DynacorError
 from dynacor.jobs import JobBusy
 from dynacor.sourcespec import BACKBONES, SourceSpec, make_loader
-from pages._common import PAGES, job_runner, runs_root
 
 SOURCES = {
     "builtin": ("Built-in sample (2,000 CIFAR-10 images)", None),
@@ -50,7 +50,7 @@ with st.form("start_run"):
         + ", ".join(str(r) for r in runview.data_roots()),
     )
     c1, c2 = st.columns(2)
-    backbone = c1.selectbox("Backbone (image sources)", [b for b in BACKBONES if b != "scratch"], key="backbone")
+    backbone = c1.selectbox("Backbone (image sources)", list(BACKBONES), key="backbone")
     labels_key = c2.text_input("Labels field (feature files)", value="labels", key="labels_key")
 
     st.subheader("Synthetic noise (for benchmarking)")

@@ -6,8 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from dynacor import runstore, sample_images, umap_map
-from pages._common import (
+from app_pages._common import (
     PAGES,
     class_names,
     label_name,
@@ -17,6 +16,7 @@ from pages._common import (
     safe,
     samples,
 )
+from dynacor import runstore, sample_images, umap_map
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 MAX_THUMBS = 24

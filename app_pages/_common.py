@@ -14,12 +14,12 @@ from dynacor.jobs import JobRunner
 from dynacor.review_store import ReviewStore, default_url
 
 PAGES = {
-    "run": "pages/run.py",
-    "training": "pages/training.py",
-    "clusters": "pages/clusters.py",
-    "sample": "pages/sample.py",
-    "review": "pages/review.py",
-    "export": "pages/export.py",
+    "run": "app_pages/run.py",
+    "training": "app_pages/training.py",
+    "clusters": "app_pages/clusters.py",
+    "sample": "app_pages/sample.py",
+    "review": "app_pages/review.py",
+    "export": "app_pages/export.py",
 }
 
 

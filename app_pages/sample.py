@@ -12,8 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from dynacor import runview, sample_images
-from pages._common import (
+from app_pages._common import (
     array,
     class_names,
     label_name,
@@ -23,6 +22,7 @@ from pages._common import (
     safe,
     samples,
 )
+from dynacor import runview, sample_images
 
 st.title("Sample")
 name = pick_finished_run("sample", st.sidebar)

@@ -8,9 +8,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from app_pages._common import PAGES, job_runner, runs_root
 from dynacor import runstore, runview
 from dynacor.errors import CorruptError, MissingError
-from pages._common import PAGES, job_runner, runs_root
 
 REFRESH_SECONDS = 1.5
 
@@ -87,7 +87,7 @@ def render() -> None:
             fig.add_trace(go.Scatter(x=cls["epoch"], y=cls["accuracy"], name="train accuracy", mode="lines+markers"), secondary_y=True)
             if "test_accuracy" in cls:
                 fig.add_trace(go.Scatter(x=cls["epoch"], y=cls["test_accuracy"], name="test accuracy", mode="lines+markers"), secondary_y=True)
-            fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="epoch", legend=dict(orientation="h"))
+            fig.update_layout(height=320, margin=dict(l=10, r=10, t=60, b=10), xaxis_title="epoch", legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
             fig.update_yaxes(title_text="loss", secondary_y=False)
             fig.update_yaxes(title_text="accuracy", range=[0, 1.02], secondary_y=True)
             st.plotly_chart(fig, key="cls_chart")
@@ -115,7 +115,7 @@ def render() -> None:
             if chosen is not None:
                 fig.add_vline(x=chosen, line=dict(color="green", dash="dash"),
                               annotation_text=f"chosen epoch {chosen}", annotation_position="top left")  # fmt: skip
-            fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="epoch (0 = after initialisation)", legend=dict(orientation="h"))
+            fig.update_layout(height=320, margin=dict(l=10, r=10, t=60, b=10), xaxis_title="epoch (0 = after initialisation)", legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
             fig.update_yaxes(title_text="loss", secondary_y=False)
             fig.update_yaxes(title_text="V / F1", secondary_y=True)
             st.plotly_chart(fig, key="enc_chart")

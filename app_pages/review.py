@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dynacor import review, sample_images
-from pages._common import (
+from app_pages._common import (
     PAGES,
     class_names,
     flagged,
@@ -16,6 +15,7 @@ from pages._common import (
     safe,
     samples,
 )
+from dynacor import review, sample_images
 
 SHORTCUTS = {"keep": "K", "accept": "A", "relabel": "O", "unsure": "U", "remove": "X", "skip": "N"}
 BULK_ROWS = 1000

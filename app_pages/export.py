@@ -6,8 +6,14 @@ import io
 
 import streamlit as st
 
+from app_pages._common import (
+    class_names,
+    pick_finished_run,
+    review_store,
+    safe,
+    samples,
+)
 from dynacor import review
-from pages._common import class_names, pick_finished_run, review_store, safe, samples
 
 st.title("Export")
 name = pick_finished_run("export", st.sidebar)

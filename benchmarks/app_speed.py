@@ -1,0 +1,107 @@
+"""App speed: review action -> next card on a 50,000-sample run, and the UMAP map of 55,000 points.
+
+    python benchmarks/app_speed.py review [--samples 50000]
+    python benchmarks/app_speed.py umap [--points 55000]
+
+`review` fakes a finished run directory (samples table only) and times, per action, the store
+write (committed) plus the queue recompute and the next card's row, in Python and through the
+real Review page (streamlit AppTest: the whole server-side rerun of the card).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def fake_run(root: Path, n: int, seed: int = 0) -> str:
+    from dynacor import atomic, runstore
+
+    rng = np.random.default_rng(seed)
+    score = rng.beta(2, 5, n)
+    given = rng.integers(0, 10, n)
+    frame = pd.DataFrame({
+        "index": np.arange(n), "id": np.arange(n) + 100_000, "given_label": given,
+        "suggested_label": (given + (score > 0.5)) % 10, "suggested_prob": rng.random(n).round(4),
+        "noisy_score": score.round(6), "flagged": (score > 0.5).astype(np.int8),
+        "cluster": np.where(score > 0.5, "noisy", "clean"),
+    })  # fmt: skip
+    run = root / "bench-run"
+    runstore.create_run(run, {}, {"kind": "features", "path": "fake.npz"})
+    atomic.write_with(run / "samples.parquet", lambda h: frame.to_parquet(h, index=False))
+    atomic.write_json(run / "run.json", {"class_names": [f"class{i}" for i in range(10)], "source": {}, "chosen_epoch": 0})
+    runstore._write_status(run, runstore.FINISHED, created=time.time())
+    return run.name
+
+
+def bench_review(n: int, actions: int = 30) -> None:
+    from dynacor import review, runstore
+    from dynacor.review_store import ReviewStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        name = fake_run(root, n)
+        store = ReviewStore(runs_root=root)
+        samples = runstore.load_samples(root / name)
+        flagged = review.flagged_sorted(samples)
+        # A review well under way: 5,000 earlier decisions in the store.
+        store.record_decisions(name, [{"sample": k, "decision": "keep", "label": 0} for k in flagged["key"].iloc[-5000:]])
+        times = []
+        for _ in range(actions):
+            t = time.perf_counter()
+            latest = store.latest_decisions(name)
+            card = review.queue(flagged, latest).iloc[0]
+            store.record_decision(name, card["key"], "accept", int(card["suggested_label"]), "bench")
+            latest = store.latest_decisions(name)
+            review.queue(flagged, latest).iloc[0]
+            times.append(1000 * (time.perf_counter() - t))
+        print(f"{n:,} samples, {len(flagged):,} flagged: store write + queue recompute + next card: "
+              f"median {statistics.median(times):.1f} ms, max {max(times):.1f} ms (Python)")  # fmt: skip
+
+        from streamlit.testing.v1 import AppTest
+
+        os.environ["DYNACOR_RUNS"] = str(root)
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        at.session_state["current_run"] = name
+        at.session_state["annotator"] = "bench"
+        at.switch_page("app_pages/review.py").run()
+        page_times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            at.button(key="act_keep").click().run()
+            page_times.append(1000 * (time.perf_counter() - t))
+        assert not at.exception, at.exception
+        print(f"Review page, click 'Keep label' -> next card rendered (AppTest, whole page rerun): "
+              f"median {statistics.median(page_times):.0f} ms, max {max(page_times):.0f} ms")  # fmt: skip
+
+
+def bench_umap(points: int) -> None:
+    from dynacor.umap_map import embed
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, size=(12, 512))
+    x = (centres[rng.integers(0, 12, points)] + rng.normal(0, 0.6, size=(points, 512))).astype(np.float16)
+    wall, cpu = time.perf_counter(), time.process_time()
+    coords = embed(x, seed=0)
+    print(f"UMAP of {points:,} distinct points x 512 (fresh process, numba compile included): "
+          f"{time.perf_counter() - wall:.1f} s wall, {time.process_time() - cpu:.1f} s CPU; {coords.shape}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["review", "umap"])
+    parser.add_argument("--samples", type=int, default=50_000)
+    parser.add_argument("--points", type=int, default=55_000)
+    args = parser.parse_args()
+    bench_review(args.samples) if args.what == "review" else bench_umap(args.points)
