@@ -108,12 +108,16 @@ event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", 
 
 points = getattr(getattr(event, "selection", None), "points", None) or []
 selected_rows: list[int] = []
+trace_data = [np.asarray(t.customdata) for t in fig.data]
 for p in points:
     value = p.get("customdata")
     if isinstance(value, list):
         value = value[0] if value else None
-    if value is None:
-        continue
+    if value is None:  # older streamlit: no customdata in the event, find it through the trace
+        curve, index = p.get("curve_number"), p.get("point_index", p.get("point_number"))
+        if curve is None or index is None:
+            continue
+        value = trace_data[int(curve)][int(index)]
     row = int(value)
     selected_rows.append(row if row >= 0 else -1 - row)  # a copy stands for its original
 selected_rows = sorted(set(selected_rows))

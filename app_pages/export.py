@@ -44,7 +44,8 @@ c2.download_button("Download Parquet", buffer.getvalue(), file_name=f"{name}-lab
                    mime="application/vnd.apache.parquet", key="download_parquet")  # fmt: skip
 
 st.subheader("Decisions per class")
-st.dataframe(review.summary_per_class(export))
+summary = review.summary_per_class(export)
+st.dataframe(summary, height=35 * (len(summary) + 1) + 3)
 st.subheader("Preview")
 only_decided = st.toggle("Only samples with a decision", value=decided > 0, key="only_decided")
 preview = export[export["decision"] != ""] if only_decided else export

@@ -12,7 +12,7 @@ from dynacor.jobs import JobBusy
 from dynacor.sourcespec import BACKBONES, SourceSpec, make_loader
 
 SOURCES = {
-    "builtin": ("Built-in sample (2,000 CIFAR-10 images)", None),
+    "builtin": ("Built-in sample (CIFAR-10 images, 10 classes)", None),
     "images": ("Image folder (one sub-folder per class)", "dir"),
     "manifest": ("Manifest (CSV: path,label)", "file"),
     "cifar10": ("CIFAR-10 root", "dir"),
@@ -52,8 +52,11 @@ with st.form("start_run"):
     c1, c2 = st.columns(2)
     backbone = c1.selectbox("Backbone (image sources)", list(BACKBONES), key="backbone")
     labels_key = c2.text_input("Labels field (feature files)", value="labels", key="labels_key")
+    per_class = st.slider("Built-in sample: images per class (fewer is faster)", 10, 200, SourceSpec().sample_per_class or 200, 10, key="per_class")
 
     st.subheader("Synthetic noise (for benchmarking)")
+    st.caption("The built-in sample's labels already carry 20% symmetric noise; a noise type here replaces it "
+               "(applied to the ground truth, so precision, recall and F1 are reported).")  # fmt: skip
     n1, n2, n3 = st.columns(3)
     noise_kind = n1.selectbox("Noise type", list(NOISE), format_func=NOISE.get, key="noise_kind")
     noise_rate = n2.slider("Noise rate", 0.0, 0.9, 0.2, 0.05, key="noise_rate")
@@ -71,11 +74,12 @@ if start:
     want = SOURCES[kind][1]
     try:
         resolved = runview.resolve_data_path(path, runview.data_roots(), want) if want else None
-        spec = SourceSpec(kind=kind, path=str(resolved) if resolved else None, labels_key=labels_key or "labels", backbone=backbone)
+        spec = SourceSpec(kind=kind, path=str(resolved) if resolved else None, labels_key=labels_key or "labels",
+                          backbone=backbone, sample_per_class=int(per_class))  # fmt: skip
         noise = None if noise_kind == "none" else f"{noise_kind}:{noise_rate:g}"
         config = DynaCorConfig(seed=int(seed), noise=noise, gamma=float(gamma), alpha=float(alpha),
                                epochs=int(epochs), encoder_epochs=int(encoder_epochs))  # fmt: skip
-        loader = make_loader(spec, needs_clean=noise is not None)
+        loader = make_loader(spec, needs_clean=noise is not None, seed=int(seed))
         root = runs_root()
         name = runview.new_run_name(root, kind)
         runner.start(root / name, config, loader, spec.to_dict())

@@ -56,9 +56,10 @@ with right:
     st.subheader(f"id {row['id']}")
     m1, m2, m3 = st.columns(3)
     m1.metric("Given label", label_name(names, row["given_label"]))
-    m2.metric("Suggested label", label_name(names, row["suggested_label"]), f"p = {row['suggested_prob']:.2f}", delta_color="off")
-    m3.metric("Noisy score", f"{row['noisy_score']:.3f}", "flagged" if int(row["flagged"]) else "not flagged",
-              delta_color="inverse" if int(row["flagged"]) else "normal")  # fmt: skip
+    m2.metric("Suggested label", label_name(names, row["suggested_label"]))
+    m3.metric("Noisy score", f"{row['noisy_score']:.3f}")
+    m2.caption(f"classifier probability {row['suggested_prob']:.2f}")
+    m3.caption("flagged as noisy" if int(row["flagged"]) else "not flagged")
     if "clean_label" in frame:
         truth = label_name(names, row["clean_label"])
         verdict = "noisy" if int(row.get("is_noisy", 0)) else "clean"
@@ -76,7 +77,7 @@ for col, field in ((1, "sign"), (2, "margin")):
         fig.add_trace(go.Scatter(x=part["epoch"], y=part[field], name=cluster, line=styles.get(cluster), showlegend=col == 1), row=1, col=col)
     values = signs[i] if field == "sign" else margins[i].astype(float)
     fig.add_trace(go.Scatter(x=epochs, y=values, name="this sample", mode="lines+markers", line=dict(color="black"), showlegend=col == 1), row=1, col=col)
-fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h"))
+fig.update_layout(height=360, margin=dict(l=10, r=10, t=70, b=10), legend=dict(orientation="h", yanchor="bottom", y=1.12, x=0))
 fig.update_xaxes(title_text="classifier epoch")
 st.subheader("Training dynamics")
 st.plotly_chart(fig, key="dynamics")

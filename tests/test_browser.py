@@ -1,0 +1,172 @@
+"""The app in a real browser: start a run, watch it finish, review three cards with the keyboard,
+export, check the file. Screenshots of every page go to test-artifacts/.
+
+Needs Debian's chromium at /usr/bin/chromium (``apt-get install chromium``) and the playwright
+Python package; no browser is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dynacor.errors import InputError
+from dynacor.review_store import ReviewStore
+from dynacor.sourcespec import SourceSpec, make_loader
+from tests.app_fixtures import write_features
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT_MS = 60_000
+
+
+def builtin_supported() -> bool:
+    try:
+        make_loader(SourceSpec(kind="builtin"))
+    except InputError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run the browser test")
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    port = free_port()
+    env = {
+        **os.environ,
+        "DYNACOR_RUNS": str(tmp_path / "runs"),
+        "DYNACOR_DATA_ROOTS": os.pathsep.join([str(tmp_path), str(ROOT / "sample_data")]),
+        "DYNACOR_REVIEW_DB": f"sqlite:///{tmp_path / 'reviews.sqlite'}",
+    }
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+    try:
+        yield url, tmp_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(800)  # let charts finish drawing
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def goto(page, url: str, path: str) -> None:
+    page.goto(f"{url}/{path}")
+    page.wait_for_selector("[data-testid='stAppViewContainer']", timeout=TIMEOUT_MS)
+
+
+def card_id(page) -> str:
+    heading = page.locator("h4", has_text="id ").first
+    heading.wait_for(timeout=TIMEOUT_MS)
+    return heading.inner_text()
+
+
+def test_run_review_export_in_a_browser(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, tmp = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.set_default_timeout(TIMEOUT_MS)
+        goto(page, url, "")  # the Run page is the default page
+        page.get_by_text("Past runs").wait_for()
+        if not builtin_supported():
+            # Until the built-in sample is wired into dynacor.sourcespec, run on a feature file.
+            features = write_features(tmp / "data", n=300)
+            page.get_by_test_id("stSelectbox").filter(has_text="Source").click()
+            page.get_by_role("option", name="Feature file (.npz or .parquet)").click()
+            page.get_by_label("Path (for every source but the built-in sample)").fill(str(features))
+        else:
+            # 10 images per class: enough to review three cards, quick to extract on a CPU.
+            page.get_by_test_id("stSlider").filter(has_text="images per class").get_by_role("slider").focus()
+            page.keyboard.press("Home")
+        page.get_by_label("Classifier epochs").fill("5")
+        page.get_by_label("Encoder epochs").fill("2")
+        shot(page, "1-run")
+        page.get_by_role("button", name="Start run").click()
+
+        # Training page: live until the run finishes.
+        page.get_by_role("button", name="Review the flagged samples").wait_for(timeout=300_000)
+        shot(page, "2-training")
+
+        goto(page, url, "clusters")
+        page.locator(".js-plotly-plot").first.wait_for()
+        shot(page, "3-clusters")
+
+        goto(page, url, "sample")
+        page.locator(".js-plotly-plot").first.wait_for()
+        shot(page, "4-sample")
+
+        goto(page, url, "review")
+        page.get_by_label("Your name (stored with every decision)").fill("browser-test")
+        page.get_by_role("button", name="Start reviewing").click()
+        seen = [card_id(page)]
+        shot(page, "5-review")
+        for key in ("k", "a", "x"):
+            page.locator("h1").first.click()  # focus on the page, not on an input
+            page.keyboard.press(key)
+            expect(page.locator("h4", has_text="id ").first).not_to_have_text(seen[-1])
+            seen.append(card_id(page))
+        run_name = next(p.name for p in (tmp / "runs").iterdir() if p.is_dir())
+        latest = ReviewStore(f"sqlite:///{tmp / 'reviews.sqlite'}").latest_decisions(run_name)
+        assert sorted(latest["decision"]) == ["accept", "keep", "remove"]
+        assert set(latest["annotator"]) == {"browser-test"}
+        reviewed = [s.split()[1] for s in seen[:3]]  # headings read "id 1016 ..."
+        assert set(latest["sample"]) == set(reviewed)
+
+        goto(page, url, "export")
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download CSV").click()
+        path = tmp / "export.csv"
+        download.value.save_as(path)
+        shot(page, "6-export")
+        browser.close()
+
+    exported = pd.read_csv(path, dtype={"id": str})
+    assert {"id", "path", "given_label", "final_label", "decision", "annotator", "time"} <= set(exported.columns)
+    decided = exported[exported["decision"].notna()].set_index("id")
+    assert sorted(decided["decision"]) == ["accept", "keep", "remove"]
+    assert decided.loc[reviewed[0], "final_label"] == decided.loc[reviewed[0], "given_label"]
+    assert pd.isna(decided.loc[reviewed[2], "final_label"])
