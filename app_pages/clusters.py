@@ -98,7 +98,8 @@ if show_copies and pair.size:
         marker=dict(size=6, symbol="x", color="rgba(60,60,60,0.55)"),
         customdata=-1 - pair, hovertext=copy_hover, hoverinfo="text",
     ))  # fmt: skip
-fig.update_layout(height=620, margin=dict(l=10, r=10, t=10, b=10), dragmode="lasso", legend=dict(itemsizing="constant"),
+fig.update_layout(height=620, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso",
+                  legend=dict(itemsizing="constant", orientation="h", yanchor="bottom", y=1.0, x=0),
                   xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None))  # fmt: skip
 st.caption(
     f"{n:,} samples and {pair.size:,} corrupted copies; chosen encoder epoch {info.get('chosen_epoch')}. "
