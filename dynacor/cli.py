@@ -44,12 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the benchmark grid (methods x noise settings x seeds) and write a table",
         description="Run methods x noise settings x seeds on a feature file and write Markdown and CSV tables.",
     )
-    try:  # TEMP until dynacor.bench lands
-        from dynacor import bench as bench_module
+    from dynacor import bench as bench_module
 
-        bench_module.add_arguments(bench)
-    except ImportError:
-        pass
+    bench_module.add_arguments(bench)
     return parser
 
 

@@ -92,9 +92,7 @@ def write_result(run_dir: str | Path, result: Any) -> None:
     import pandas as pd
 
     run_dir = Path(run_dir)
-    frame = result.samples_frame()
-    atomic.write_with(run_dir / "samples.parquet", lambda h: frame.to_parquet(h, index=False))
-    atomic.write_text(run_dir / "samples.csv", frame.to_csv(index=False))
+    _write_samples(run_dir, result.samples_frame())
     atomic.save_npy(run_dir / "dynamics.npy", result.signs_all)
     atomic.save_npy(run_dir / "margins.npy", result.margins_all.astype(np.float16))
     atomic.save_npy(run_dir / "representations.npy", result.representations_all.astype(np.float16))
@@ -117,6 +115,25 @@ def write_result(run_dir: str | Path, result: Any) -> None:
             "num_flagged": int(result.flagged.sum()),
         },
     )
+    _mark_finished(run_dir)
+
+
+def write_table_result(run_dir: str | Path, frame, run_info: dict, signs: np.ndarray | None = None) -> None:
+    """Write a run that has a per-sample table but no DynaCor result (a baseline), then mark it finished."""
+    run_dir = Path(run_dir)
+    _write_samples(run_dir, frame)
+    if signs is not None:
+        atomic.save_npy(run_dir / "dynamics.npy", signs.astype(np.int8))
+    atomic.write_json(run_dir / "run.json", run_info)
+    _mark_finished(run_dir)
+
+
+def _write_samples(run_dir: Path, frame) -> None:
+    atomic.write_with(run_dir / "samples.parquet", lambda h: frame.to_parquet(h, index=False))
+    atomic.write_text(run_dir / "samples.csv", frame.to_csv(index=False))
+
+
+def _mark_finished(run_dir: Path) -> None:
     previous = _read_json(run_dir / STATUS_FILE)
     _write_status(run_dir, FINISHED, created=previous.get("created"), finished=time.time())
 

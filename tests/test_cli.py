@@ -148,3 +148,17 @@ def test_python_dash_m_works_like_the_script(blobs_npz, tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "dynacor", "detect", "--help"], capture_output=True, text=True)
     for option in ("--features", "--noise", "--gamma", "--alpha", "--encoder-epochs", "--device", "--overwrite"):
         assert option in help_text.stdout
+
+
+@pytest.mark.parametrize("method", ["cl", "simifeat", "avg-gmm"])
+def test_baselines_write_the_same_contract(blobs_npz, tmp_path, capsys, method):
+    out = tmp_path / method
+    assert detect("--features", str(blobs_npz), "--out", str(out), "--method", method, *FAST) == 0
+    assert capsys.readouterr().out.strip().startswith(f"dynacor: {method}: 300 samples")
+    samples = pd.read_csv(out / "samples.csv")
+    for column in ("index", "given_label", "suggested_label", "noisy_score", "flagged"):
+        assert column in samples.columns
+    assert len(samples) == 300 and set(samples["flagged"].unique()) <= {0, 1}
+    info = json.loads((out / "run.json").read_text())
+    assert info["method"] == method and info["metrics"]["f1"] > 0.5
+    assert json.loads((out / "status.json").read_text())["status"] == "finished"
