@@ -58,13 +58,11 @@ def bench_review(n: int, actions: int = 30) -> None:
         # A review well under way: 5,000 earlier decisions in the store.
         store.record_decisions(name, [{"sample": k, "decision": "keep", "label": 0} for k in flagged["key"].iloc[-5000:]])
         times = []
+        card = review.queue(flagged, store.latest_decisions(name)).iloc[0]
         for _ in range(actions):
             t = time.perf_counter()
-            latest = store.latest_decisions(name)
-            card = review.queue(flagged, latest).iloc[0]
             store.record_decision(name, card["key"], "accept", int(card["suggested_label"]), "bench")
-            latest = store.latest_decisions(name)
-            review.queue(flagged, latest).iloc[0]
+            card = review.queue(flagged, store.latest_decisions(name)).iloc[0]
             times.append(1000 * (time.perf_counter() - t))
         print(f"{n:,} samples, {len(flagged):,} flagged: store write + queue recompute + next card: "
               f"median {statistics.median(times):.1f} ms, max {max(times):.1f} ms (Python)")  # fmt: skip
