@@ -33,7 +33,7 @@ ORACLES = ("ceiling",)  # use ground truth: benchmark rows only, never detectors
 METHODS = DETECTORS + ORACLES
 DEFAULT_METHODS = "dynacor,aum,cl,avg-gmm,simifeat,cores,ceiling"
 DEFAULT_SETTINGS = "sym:0.6,asym:0.3,inst:0.4,human:worse_labels,human:aggre_labels"
-ABLATIONS = ("no-align", "no-cluster", "selection", "gamma", "signal")
+ABLATIONS = ("no-align", "no-cluster", "selection", "gamma", "signal", "paper")
 GAMMAS = (0.05, 0.1, 0.2, 0.5)
 SETTING_NAMES = {"human:worse_labels": "worse", "human:aggre_labels": "aggre"}
 METRICS = ("f1", "precision", "recall", "auroc")
@@ -208,6 +208,10 @@ def ablation_variants(names: list[str], base: DynaCorConfig) -> list[tuple[str, 
             out.append(("dynacor[sel=oracle-best]", None))
         elif name == "gamma":
             out += [(f"dynacor[gamma={g}]", base.replace(gamma=g)) for g in GAMMAS if g != base.gamma]
+        elif name == "paper":
+            # The paper exactly: no centroid refinement, a single encoder initialisation.
+            out.append(("dynacor[paper]", base.replace(refine_steps=0, restarts=1)))
+            out.append(("dynacor[paper,lr=0.1]", base.replace(refine_steps=0, restarts=1, lr=0.1)))
         elif name == "signal":
             out += [(f"dynacor[signal={s}]", base.replace(signal=s)) for s in ("sign", "margin", "prob") if s != base.signal]
     return out
