@@ -123,6 +123,13 @@ def test_unwritable_output_directory(blobs_npz, tmp_path, capsys):
         locked.chmod(0o700)
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc, which no one can write into")
+def test_unwritable_output_directory_even_for_root(blobs_npz, capsys):
+    assert detect("--features", str(blobs_npz), "--out", "/proc/dynacor-test/run") == 2
+    err = capsys.readouterr().err
+    assert "/proc/dynacor-test/run" in err and "field `--out` must be a writable directory" in err
+
+
 def test_output_path_that_is_a_file(blobs_npz, tmp_path, capsys):
     target = tmp_path / "file.txt"
     target.write_text("x")
