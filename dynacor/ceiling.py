@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynacor.classifier import init_linear_layers
+from dynacor.classifier import init_parameters
 from dynacor.encoder import DynamicsEncoder
 from dynacor.metrics import detection_metrics
 
@@ -84,7 +84,7 @@ def supervised_ceiling(
     x = torch.as_tensor(np.asarray(signals, dtype=np.float32))
     y = torch.as_tensor(np.asarray(is_noisy, dtype=np.float32))
     model = nn.Sequential(DynamicsEncoder(x.shape[1], rep_dim), nn.ReLU(), nn.Linear(rep_dim, 1))
-    init_linear_layers(model, generator)
+    init_parameters(model, generator)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     train_t = torch.as_tensor(train_idx)

@@ -38,20 +38,24 @@ def mlp_head(in_dim: int, num_classes: int, hidden: int, generator: torch.Genera
     head = nn.Sequential(
         nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
     )
-    init_linear_layers(head, generator)
+    init_parameters(head, generator)
     return head
 
 
-def init_linear_layers(module: nn.Module, generator: torch.Generator) -> None:
-    """PyTorch's default ``nn.Linear`` initialisation, drawn from ``generator`` instead of the global RNG."""
+def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default initialisation of linear, convolution and norm layers, drawn from
+    ``generator`` instead of the global RNG (runs are seeded, never the process)."""
     with torch.no_grad():
         for layer in module.modules():
-            if isinstance(layer, (nn.Linear, nn.Conv1d)):
+            if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
                 nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
                 if layer.bias is not None:
                     fan_in = layer.weight[0].numel()
                     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
                     nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+            elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)) and layer.affine:
+                nn.init.ones_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
 
 def train_head(

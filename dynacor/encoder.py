@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynacor.classifier import init_linear_layers
+from dynacor.classifier import init_parameters
 from dynacor.clustering import (
     alignment_loss,
     clustering_loss,
@@ -123,7 +123,7 @@ def fit_encoder(
     candidates = []
     for _ in range(max(1, restarts)):
         model = DynamicsEncoder(e, rep_dim).to(device)
-        init_linear_layers(model, generator)
+        init_parameters(model, generator)
         z_u = embed_all(model)
         # Paper: mu_noisy = mean over copies, mu_clean = mean over originals (counts per trajectory).
         mu_n = (weights[1] @ z_u) / weights[1].sum()

@@ -11,7 +11,6 @@ All randomness (initialisation, the copies' crops, shuffling, augmentation) come
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynacor.classifier import init_parameters
 from dynacor.dynamics import logit_margin
 from dynacor.errors import Cancelled, InputError
 
@@ -83,20 +83,6 @@ def build_network(arch: str, num_classes: int, width: int = 32) -> nn.Module:
     if arch in ("resnet18", "resnet34"):
         return cifar_resnet(int(arch[6:]), num_classes)
     raise InputError(None, "arch", f"one of {ARCHS}", repr(arch))
-
-
-def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
-    """Re-initialise ``model`` from ``generator`` (PyTorch's default schemes, without global RNG)."""
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
-            if module.bias is not None:
-                fan_in = module.weight[0].numel()
-                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-                nn.init.uniform_(module.bias, -bound, bound, generator=generator)
-        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 # --------------------------------------------------------------------------------------------
