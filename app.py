@@ -12,15 +12,16 @@ from pathlib import Path
 
 import streamlit as st
 
-# Pages import their shared helpers as ``app_pages._common``; the test harness does not put the
-# app's folder on sys.path the way ``streamlit run`` does. (The folder is not called ``pages/``:
-# streamlit treats a ``pages/`` folder as its old file-based multipage app and, on a first visit
-# to e.g. /review, runs that file directly, bypassing st.navigation and this page config.)
+# Pages import their shared helpers as ``pages._common``; the test harness does not put the
+# app's folder on sys.path the way ``streamlit run`` does. (Because of the ``pages/`` folder a fresh
+# server starts in streamlit's legacy "pages directory" mode, where a first visit to e.g. /review
+# runs that page file directly; every page calls ``require_router()`` first, which runs this
+# script in its place. See pages/_common.py.)
 APP_DIR = str(Path(__file__).resolve().parent)
 if APP_DIR not in sys.path:
     sys.path.insert(0, APP_DIR)
 
-from app_pages._common import PAGES, job_runner  # noqa: E402
+from pages._common import PAGES, job_runner, routed  # noqa: E402
 
 st.set_page_config(page_title="DynaCor", page_icon=":material/label:", layout="wide")
 
@@ -36,4 +37,5 @@ navigation = st.navigation(
         st.Page(PAGES["export"], title="Export", icon=":material/download:", url_path="export"),
     ]
 )
-navigation.run()
+with routed():  # tells the page's require_router() that this script chose it
+    navigation.run()

@@ -73,7 +73,7 @@ def bench_review(n: int, actions: int = 30) -> None:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
         at.session_state["current_run"] = name
         at.session_state["annotator"] = "bench"
-        at.switch_page("app_pages/review.py").run()
+        at.switch_page("pages/review.py").run()
         page_times = []
         for _ in range(10):
             t = time.perf_counter()

@@ -51,7 +51,7 @@ def open_page(page: str, **state) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
     for key, value in state.items():
         at.session_state[key] = value
-    at.switch_page(f"app_pages/{page}.py")
+    at.switch_page(f"pages/{page}.py")
     return at.run()
 
 
@@ -96,7 +96,7 @@ def test_run_page_refuses_paths_outside_the_data_roots(env):
 
 
 def test_run_page_starts_a_run_and_refuses_a_second_one(env, tmp_path):
-    from app_pages._common import job_runner
+    from pages._common import job_runner
 
     features = write_features(tmp_path / "data2", n=200, with_images=False)
     at = open_page("run")
@@ -155,7 +155,7 @@ def test_sample_page_by_id_with_history(env):
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["run"] = RUN
     at.query_params["id"] = "1001"
-    at.switch_page("app_pages/sample.py").run()
+    at.switch_page("pages/sample.py").run()
     no_exception(at)
     assert "id 1001" in texts(at)
     assert len(at.get("plotly_chart")) == 1

@@ -170,3 +170,46 @@ def test_run_review_export_in_a_browser(server):
     assert sorted(decided["decision"]) == ["accept", "keep", "remove"]
     assert decided.loc[reviewed[0], "final_label"] == decided.loc[reviewed[0], "given_label"]
     assert pd.isna(decided.loc[reviewed[2], "final_label"])
+
+
+NAV_TITLES = ["Run", "Training", "Clusters", "Sample", "Review", "Export"]
+
+
+def nav_titles(page) -> list[str]:
+    links = page.get_by_test_id("stSidebarNav").get_by_test_id("stSidebarNavLink")
+    links.first.wait_for()
+    return [t.strip().splitlines()[-1] for t in links.all_inner_texts()]  # after the icon's name
+
+
+@pytest.mark.parametrize("link", ["review", "sample"])
+def test_first_request_of_a_fresh_server_to_a_deep_link(server, link):
+    """A ``pages/`` folder puts a fresh server in streamlit's legacy "pages directory" mode, where
+    the first request to /review would run pages/review.py without app.py. The page must still
+    come through app.py's st.navigation: titled pages in the sidebar (not file names), its page
+    config, its query string."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from dynacor import runstore
+    from tests.app_fixtures import finished_run
+
+    url, tmp = server  # nothing has requested a page of this server yet
+    run = finished_run(tmp / "runs", tmp / "data")
+    frame = runstore.load_samples(run)
+    quiet = str(frame["id"].iloc[int(frame["noisy_score"].to_numpy().argmin())])  # not the page's default
+    path = {"review": "review", "sample": f"sample?run={run.name}&id={quiet}"}[link]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        goto(page, url, path)  # the first request may take a while: the server imports the app
+        if link == "review":
+            page.get_by_label("Your name (stored with every decision)").wait_for()
+        else:
+            page.locator(".js-plotly-plot").first.wait_for()
+            expect(page.locator("h3", has_text="id ").first).to_have_text(f"id {quiet}")
+        expect(page.locator("h1").first).to_have_text(link.title())
+        assert nav_titles(page) == NAV_TITLES
+        expect(page.get_by_test_id("stSidebarNavLink").filter(has_text=link.title())).to_have_attribute("aria-current", "page")
+        assert page.evaluate("document.querySelector('[data-testid=stAppViewContainer]').dataset.layout") == "wide"
+        shot(page, f"fresh-{link}")
+        browser.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages._common import PAGES, job_runner, runs_root
 from dynacor import runview
 from dynacor.config import DynaCorConfig
 from dynacor.errors import DynacorError
 from dynacor.jobs import JobBusy
 from dynacor.sourcespec import BACKBONES, SourceSpec, make_loader
+from pages._common import PAGES, job_runner, require_router, runs_root
+
+require_router()  # before anything is drawn: see pages/_common.py
 
 SOURCES = {
     "builtin": ("Built-in sample (CIFAR-10 images, 10 classes)", None),

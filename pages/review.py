@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages._common import (
+from dynacor import review, sample_images
+from pages._common import (
     PAGES,
     class_names,
     flagged,
     label_name,
     pick_finished_run,
+    require_router,
     review_store,
     run_info,
     safe,
     samples,
 )
-from dynacor import review, sample_images
+
+require_router()  # before anything is drawn: see pages/_common.py
 
 SHORTCUTS = {"keep": "K", "accept": "A", "relabel": "O", "unsure": "U", "remove": "X", "skip": "N"}
 BULK_ROWS = 1000

@@ -1,12 +1,18 @@
-"""Shared pieces of the app's pages: the job runner, the review store, the current run, cached
-reads of run files. Layout helpers only; the logic lives in ``dynacor``."""
+"""Shared pieces of the app's pages: the router guard, the job runner, the review store, the
+current run, cached reads of run files. Layout helpers only; the logic lives in ``dynacor``."""
 
 from __future__ import annotations
 
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from dynacor import review, runstore, runview
 from dynacor.errors import CorruptError, MissingError
@@ -14,13 +20,57 @@ from dynacor.jobs import JobRunner
 from dynacor.review_store import ReviewStore, default_url
 
 PAGES = {
-    "run": "app_pages/run.py",
-    "training": "app_pages/training.py",
-    "clusters": "app_pages/clusters.py",
-    "sample": "app_pages/sample.py",
-    "review": "app_pages/review.py",
-    "export": "app_pages/export.py",
+    "run": "pages/run.py",
+    "training": "pages/training.py",
+    "clusters": "pages/clusters.py",
+    "sample": "pages/sample.py",
+    "review": "pages/review.py",
+    "export": "pages/export.py",
 }
+
+# Set while app.py's router runs the current page (same script thread, same run).
+_ROUTED: ContextVar[bool] = ContextVar("dynacor_routed", default=False)
+_HANDING_OVER: ContextVar[bool] = ContextVar("dynacor_handing_over", default=False)
+
+
+@contextmanager
+def routed() -> Iterator[None]:
+    """app.py runs the page chosen by st.navigation inside this."""
+    token = _ROUTED.set(True)
+    try:
+        yield
+    finally:
+        _ROUTED.reset(token)
+
+
+def require_router() -> None:
+    """First call of every page: make sure the page runs through app.py's st.navigation.
+
+    With a ``pages/`` folder next to app.py, a fresh streamlit server starts in its legacy
+    "pages directory" mode (``PagesManager.uses_pages_directory``) until some session runs
+    st.navigation: a first request to e.g. /review then runs pages/review.py directly, without
+    app.py's page config, job runner and navigation. Here the page notices it was not started by
+    app.py, switches streamlit out of that mode, runs app.py in its place in this same script run
+    (its st.navigation resolves the same requested page, query string and widget events
+    included) and stops. When app.py routed the page (every run after the first, and every run
+    of a server that has seen one), this returns at once.
+    """
+    if _ROUTED.get() or _HANDING_OVER.get():
+        return
+    ctx = get_script_run_ctx()
+    if ctx is None:  # plain `python pages/x.py`: nothing to route
+        return
+    PagesManager.uses_pages_directory = False  # what st.navigation sets; later runs start at app.py
+    main = ctx.pages_manager.main_script_path
+    code = ctx.pages_manager.get_page_script_byte_code(main)
+    module = types.ModuleType("__main__")
+    module.__dict__["__file__"] = main
+    token = _HANDING_OVER.set(True)
+    try:
+        exec(code, module.__dict__)  # noqa: S102 - app.py, as streamlit's script runner runs it
+    finally:
+        _HANDING_OVER.reset(token)
+    st.stop()  # the page already ran, through app.py; do not run it a second time
 
 
 @st.cache_resource
@@ -134,3 +184,7 @@ def safe(call, *args, **kwargs):
     except (MissingError, CorruptError) as exc:
         st.error(f"This run cannot be shown: {exc}")
         st.stop()
+
+
+if __name__ == "__main__":  # opened as a page (legacy mode lists every pages/*.py): go to app.py
+    require_router()

@@ -6,14 +6,17 @@ import io
 
 import streamlit as st
 
-from app_pages._common import (
+from dynacor import review
+from pages._common import (
     class_names,
     pick_finished_run,
+    require_router,
     review_store,
     safe,
     samples,
 )
-from dynacor import review
+
+require_router()  # before anything is drawn: see pages/_common.py
 
 st.title("Export")
 name = pick_finished_run("export", st.sidebar)

@@ -8,9 +8,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from app_pages._common import PAGES, job_runner, runs_root
 from dynacor import runstore, runview
 from dynacor.errors import CorruptError, MissingError
+from pages._common import PAGES, job_runner, require_router, runs_root
+
+require_router()  # before anything is drawn: see pages/_common.py
 
 REFRESH_SECONDS = 1.5
 

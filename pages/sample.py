@@ -12,17 +12,20 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from app_pages._common import (
+from dynacor import runview, sample_images
+from pages._common import (
     array,
     class_names,
     label_name,
     pick_finished_run,
+    require_router,
     review_store,
     run_info,
     safe,
     samples,
 )
-from dynacor import runview, sample_images
+
+require_router()  # before anything is drawn: see pages/_common.py
 
 st.title("Sample")
 name = pick_finished_run("sample", st.sidebar)

@@ -6,17 +6,20 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages._common import (
+from dynacor import runstore, sample_images, umap_map
+from pages._common import (
     PAGES,
     class_names,
     label_name,
     pick_finished_run,
+    require_router,
     run_dir,
     run_info,
     safe,
     samples,
 )
-from dynacor import runstore, sample_images, umap_map
+
+require_router()  # before anything is drawn: see pages/_common.py
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 MAX_THUMBS = 24
