@@ -12,6 +12,7 @@ from dynacor.errors import (
     MissingError,
     RunExistsError,
 )
+from dynacor.estimator import DynaCorDetector
 from dynacor.featureset import FeatureSet
 from dynacor.pipeline import Result, run
 
@@ -19,6 +20,7 @@ __all__ = [
     "Cancelled",
     "CorruptError",
     "DynaCorConfig",
+    "DynaCorDetector",
     "DynacorError",
     "FeatureSet",
     "InputError",

@@ -122,3 +122,15 @@ def test_import_pulls_in_no_streamlit():
     code = "import sys, dynacor, dynacor.cli, dynacor.pipeline; print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_estimator_only_stores_parameters_and_fits(blobs):
+    from dynacor.estimator import DynaCorDetector
+
+    detector = DynaCorDetector(epochs=8, encoder_epochs=2, lr=0.05)
+    assert not hasattr(detector, "flagged_")
+    assert detector.get_params()["gamma"] == 0.1 and detector.get_params(deep=False) == {"epochs": 8, "encoder_epochs": 2, "lr": 0.05}
+    flagged = detector.fit_predict(blobs["features"], blobs["labels"], clean_labels=blobs["clean_labels"])
+    assert flagged.shape == (300,) and detector.result_.metrics["f1"] > 0.7
+    with pytest.raises(TypeError):
+        DynaCorDetector(nonsense=1)
