@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def fake_run(root: Path, n: int, seed: int = 0) -> str:
-    from dynacor import atomic, runstore
+    from dynacor import atomic
+    from dynacor.runs import store as runstore
 
     rng = np.random.default_rng(seed)
     score = rng.beta(2, 5, n)
@@ -46,23 +47,25 @@ def fake_run(root: Path, n: int, seed: int = 0) -> str:
 
 
 def bench_review(n: int, actions: int = 30) -> None:
-    from dynacor import review, runstore
-    from dynacor.review_store import ReviewStore
+    from dynacor import review
+    from dynacor.review.store import ReviewStore
+    from dynacor.runs import store as runstore
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         name = fake_run(root, n)
         store = ReviewStore(runs_root=root)
+        key = runstore.run_id(root / name)  # what the pages key decisions by
         samples = runstore.load_samples(root / name)
         flagged = review.flagged_sorted(samples)
         # A review well under way: 5,000 earlier decisions in the store.
-        store.record_decisions(name, [{"sample": k, "decision": "keep", "label": 0} for k in flagged["key"].iloc[-5000:]])
+        store.record_decisions(key, [{"sample": k, "decision": "keep", "label": 0} for k in flagged["key"].iloc[-5000:]])
         times = []
-        card = review.queue(flagged, store.latest_decisions(name)).iloc[0]
+        card = review.queue(flagged, store.latest_decisions(key)).iloc[0]
         for _ in range(actions):
             t = time.perf_counter()
-            store.record_decision(name, card["key"], "accept", int(card["suggested_label"]), "bench")
-            card = review.queue(flagged, store.latest_decisions(name)).iloc[0]
+            store.record_decision(key, card["key"], "accept", int(card["suggested_label"]), "bench")
+            card = review.queue(flagged, store.latest_decisions(key)).iloc[0]
             times.append(1000 * (time.perf_counter() - t))
         print(f"{n:,} samples, {len(flagged):,} flagged: store write + queue recompute + next card: "
               f"median {statistics.median(times):.1f} ms, max {max(times):.1f} ms (Python)")  # fmt: skip
@@ -85,7 +88,7 @@ def bench_review(n: int, actions: int = 30) -> None:
 
 
 def bench_umap(points: int) -> None:
-    from dynacor.umap_map import embed
+    from dynacor.runs.umap_map import embed
 
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 1, size=(12, 512))

@@ -7,7 +7,7 @@ Usage (from the repository root)::
 
 Extracts ``cifar10-jpg.tar`` to a temporary folder (never into the repository), builds a manifest
 of the first ``n`` rows of ``cifar10n_train.csv`` (human ``worse`` labels, clean labels), computes
-effnet-lite0 features of each image and its flip through `dynacor.images.featureset_from_images`
+effnet-lite0 features of each image and its flip through `dynacor.data.images.featureset_from_images`
 (cache disabled, so the timing is real), and compares them with ``features`` /
 ``features_aug`` of ``cifar10_effl0_dev.npz`` matched by path. Prints the largest absolute
 difference and the throughput, and writes them as JSON with ``--out``. With ``--detect`` it also
@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dynacor.device import set_threads
-from dynacor.images import featureset_from_images
-from dynacor.sources import load_manifest
+from dynacor.data.images import featureset_from_images
+from dynacor.data.sources import load_manifest
+from dynacor.method.device import set_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,8 +87,8 @@ def main() -> None:
     if args.detect:
         from dataclasses import replace
 
-        from dynacor.config import DynaCorConfig
-        from dynacor.pipeline import run
+        from dynacor.method.config import DynaCorConfig
+        from dynacor.method.pipeline import run
 
         config = DynaCorConfig(device="cpu")
         from_images = run(config, data)

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from dynacor import DynaCorConfig, run
-from dynacor.classifier import mlp_head
-from dynacor.corruption import make_copies
-from dynacor.device import set_threads
-from dynacor.featurefile import load_features
+from dynacor.data.featurefile import load_features
+from dynacor.method.corruption import make_copies
+from dynacor.method.device import set_threads
+from dynacor.method.nets import mlp_head
 
 
 def plain_training(features: np.ndarray, labels: np.ndarray, num_classes: int, config: DynaCorConfig) -> float:

@@ -1,9 +1,12 @@
 """dynacor: find wrongly labelled samples with DynaCor (CVPR 2024) and review them.
 
 The engine is importable without the app: ``from dynacor import DynaCorConfig, run``.
+
+Layout (each layer imports only the ones below it; the import-linter contract in pyproject.toml
+holds it): ``cli`` -> ``runs``, ``review`` -> ``baselines``, ``data`` -> ``method`` -> ``errors``,
+``atomic``. The app (``app.py``, ``pages/``) sits on top.
 """
 
-from dynacor.config import DynaCorConfig
 from dynacor.errors import (
     Cancelled,
     CorruptError,
@@ -12,9 +15,10 @@ from dynacor.errors import (
     MissingError,
     RunExistsError,
 )
-from dynacor.estimator import DynaCorDetector
-from dynacor.featureset import FeatureSet
-from dynacor.pipeline import Result, run
+from dynacor.method.config import DynaCorConfig
+from dynacor.method.estimator import DynaCorDetector
+from dynacor.method.featureset import FeatureSet
+from dynacor.method.pipeline import Result, run
 
 __all__ = [
     "Cancelled",

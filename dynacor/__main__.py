@@ -2,6 +2,6 @@
 
 import sys
 
-from dynacor.cli import main
+from dynacor.cli.main import main
 
 sys.exit(main())

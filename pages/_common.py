@@ -14,10 +14,12 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-from dynacor import review, runstore, runview
+from dynacor import review
 from dynacor.errors import CorruptError, MissingError
-from dynacor.jobs import JobRunner
-from dynacor.review_store import ReviewStore, default_url
+from dynacor.review.store import ReviewStore, default_url
+from dynacor.runs import store as runstore
+from dynacor.runs import view as runview
+from dynacor.runs.jobs import JobRunner
 
 PAGES = {
     "run": "pages/run.py",
@@ -94,6 +96,12 @@ def runs_root() -> Path:
 
 def run_dir(name: str) -> Path:
     return runs_root() / name
+
+
+def review_key(name: str) -> str:
+    """What the review store knows the run by: its run id, so decisions made on an earlier run
+    written into the same folder stay in the store but never show on this one."""
+    return runstore.run_id(run_dir(name))
 
 
 def _mtime(path: Path) -> int:

@@ -6,7 +6,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from dynacor import runstore, sample_images, umap_map
+from dynacor.data import thumbnails as sample_images
+from dynacor.runs import store as runstore
+from dynacor.runs import umap_map
 from pages._common import (
     PAGES,
     class_names,

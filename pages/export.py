@@ -11,6 +11,7 @@ from pages._common import (
     class_names,
     pick_finished_run,
     require_router,
+    review_key,
     review_store,
     safe,
     samples,
@@ -24,7 +25,7 @@ if name is None:
     st.stop()
 
 frame = safe(samples, name)
-export = review.final_labels(frame, review_store().latest_decisions(name), class_names(name))
+export = review.final_labels(frame, review_store().latest_decisions(review_key(name)), class_names(name))
 decided = int((export["decision"] != "").sum())
 removed = int((export["decision"] == "remove").sum())
 changed = int(((export["final_label"] != export["given_label"]) & export["final_label"].notna()).sum())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dynacor import review, sample_images
+from dynacor import review
+from dynacor.data import thumbnails as sample_images
 from pages._common import (
     PAGES,
     class_names,
@@ -12,6 +13,7 @@ from pages._common import (
     label_name,
     pick_finished_run,
     require_router,
+    review_key,
     review_store,
     run_info,
     safe,
@@ -67,7 +69,7 @@ def decide(key: str, decision: str, given: int, suggested: int, label: int | Non
     """Button callback: commit the decision, then the rerun shows the next card."""
     if decision != "skip":
         chosen = review.decision_label(decision, given, suggested, label)
-        store.record_decision(name, key, decision, chosen, annotator)
+        store.record_decision(review_key(name), key, decision, chosen, annotator)
     st.session_state[passed_key].append(key)
 
 
@@ -78,13 +80,13 @@ def bulk(keys: list[str], decision: str, rows, label: int | None) -> None:
         r = by_key.loc[key]
         items.append({"sample": key, "decision": decision,
                       "label": review.decision_label(decision, int(r["given_label"]), int(r["suggested_label"]), label)})  # fmt: skip
-    count = store.record_decisions(name, items, annotator=annotator)
+    count = store.record_decisions(review_key(name), items, annotator=annotator)
     st.session_state["bulk_done"] = f"Recorded '{decision}' for {count:,} samples."
 
 
 @st.fragment
 def card() -> None:
-    latest = store.latest_decisions(name)
+    latest = store.latest_decisions(review_key(name))
     decided = int(latest["sample"].isin(queue_all["key"]).sum()) if len(latest) else 0
     total = len(queue_all)
     st.progress(decided / total if total else 1.0, text=f"**{decided:,} / {total:,}** flagged samples decided")

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dynacor import runview
-from dynacor.config import DynaCorConfig
+from dynacor.data.backbones import BACKBONES
+from dynacor.data.spec import SOURCES, SourceSpec
 from dynacor.errors import DynacorError
-from dynacor.jobs import JobBusy
-from dynacor.sourcespec import BACKBONES, SourceSpec, make_loader
+from dynacor.method.config import DynaCorConfig
+from dynacor.runs import view as runview
+from dynacor.runs.jobs import JobBusy
+from dynacor.runs.request import SCRATCH_DEFAULTS, prepare
 from pages._common import PAGES, job_runner, require_router, runs_root
 
 require_router()  # before anything is drawn: see pages/_common.py
 
-SOURCES = {
-    "builtin": ("Built-in sample (CIFAR-10 images, 10 classes)", None),
-    "images": ("Image folder (one sub-folder per class)", "dir"),
-    "manifest": ("Manifest (CSV: path,label)", "file"),
-    "cifar10": ("CIFAR-10 root", "dir"),
-    "cifar100": ("CIFAR-100 root", "dir"),
-    "features": ("Feature file (.npz or .parquet)", "file"),
-}
 NOISE = {"none": "None (use the labels as given)", "sym": "Symmetric", "asym": "Asymmetric (pair flip)", "inst": "Instance-dependent"}
 DEFAULTS = DynaCorConfig()
 
@@ -52,7 +46,7 @@ with st.form("start_run"):
         + ", ".join(str(r) for r in runview.data_roots()),
     )
     c1, c2 = st.columns(2)
-    backbone = c1.selectbox("Backbone (image sources)", list(BACKBONES), key="backbone")
+    backbone = c1.selectbox("Backbone (image sources)", list(BACKBONES), key="backbone", help="; ".join(f"{k}: {v}" for k, v in BACKBONES.items()))
     labels_key = c2.text_input("Labels field (feature files)", value="labels", key="labels_key")
     per_class = st.slider("Built-in sample: images per class (fewer is faster)", 10, 200, SourceSpec().sample_per_class or 200, 10, key="per_class")
 
@@ -65,11 +59,17 @@ with st.form("start_run"):
     seed = n3.number_input("Seed", min_value=0, value=DEFAULTS.seed, step=1, key="seed")
 
     st.subheader("Method")
+    st.caption("Empty fields take the defaults, which depend on the backbone: the scratch backbone trains "
+               "a network on the pixels with the paper's from-scratch settings.")  # fmt: skip
     m1, m2, m3, m4 = st.columns(4)
-    gamma = m1.number_input("gamma (corrupted copies)", 0.01, 1.0, DEFAULTS.gamma, 0.01, key="gamma")
-    alpha = m2.number_input("alpha (alignment weight)", 0.0, 10.0, DEFAULTS.alpha, 0.05, key="alpha")
-    epochs = m3.number_input("Classifier epochs", 2, 500, DEFAULTS.epochs, 1, key="epochs")
-    encoder_epochs = m4.number_input("Encoder epochs", 0, 200, DEFAULTS.encoder_epochs, 1, key="encoder_epochs")
+    gamma = m1.number_input("gamma (corrupted copies)", 0.01, 1.0, None, 0.01, key="gamma",
+                            placeholder=f"default {DEFAULTS.gamma}")  # fmt: skip
+    alpha = m2.number_input("alpha (alignment weight)", 0.0, 10.0, None, 0.05, key="alpha",
+                            placeholder=f"default {DEFAULTS.alpha}; scratch {SCRATCH_DEFAULTS['alpha']}")  # fmt: skip
+    epochs = m3.number_input("Classifier epochs", 2, 500, None, 1, key="epochs",
+                             placeholder=f"default {DEFAULTS.epochs}; scratch {SCRATCH_DEFAULTS['epochs']}")  # fmt: skip
+    encoder_epochs = m4.number_input("Encoder epochs", 1, 200, None, 1, key="encoder_epochs",
+                                     placeholder=f"default {DEFAULTS.encoder_epochs}")  # fmt: skip
     start = st.form_submit_button("Start run", type="primary")
 
 if start:
@@ -79,12 +79,13 @@ if start:
         spec = SourceSpec(kind=kind, path=str(resolved) if resolved else None, labels_key=labels_key or "labels",
                           backbone=backbone, sample_per_class=int(per_class))  # fmt: skip
         noise = None if noise_kind == "none" else f"{noise_kind}:{noise_rate:g}"
-        config = DynaCorConfig(seed=int(seed), noise=noise, gamma=float(gamma), alpha=float(alpha),
-                               epochs=int(epochs), encoder_epochs=int(encoder_epochs))  # fmt: skip
-        loader = make_loader(spec, needs_clean=noise is not None, seed=int(seed))
+        user = {"seed": int(seed), "noise": noise, "gamma": gamma, "alpha": alpha,
+                "epochs": None if epochs is None else int(epochs),
+                "encoder_epochs": None if encoder_epochs is None else int(encoder_epochs)}  # fmt: skip
+        request = prepare(spec, user, "Run page")
         root = runs_root()
         name = runview.new_run_name(root, kind)
-        runner.start(root / name, config, loader, spec.to_dict())
+        runner.start(root / name, request.config, request.loader, request.source)
     except JobBusy as exc:
         st.warning(f"A run is already working: {exc}. One run at a time per app server.")
     except (DynacorError, ValueError, OSError) as exc:

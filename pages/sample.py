@@ -12,13 +12,15 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from dynacor import runview, sample_images
+from dynacor.data import thumbnails as sample_images
+from dynacor.runs import view as runview
 from pages._common import (
     array,
     class_names,
     label_name,
     pick_finished_run,
     require_router,
+    review_key,
     review_store,
     run_info,
     safe,
@@ -86,7 +88,7 @@ st.subheader("Training dynamics")
 st.plotly_chart(fig, key="dynamics")
 
 st.subheader("Decision history")
-history = review_store().history(name, row["id"])
+history = review_store().history(review_key(name), row["id"])
 if history.empty:
     st.caption("No decision yet.")
 else:

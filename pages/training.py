@@ -8,8 +8,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from dynacor import runstore, runview
 from dynacor.errors import CorruptError, MissingError
+from dynacor.runs import store as runstore
+from dynacor.runs import view as runview
 from pages._common import PAGES, job_runner, require_router, runs_root
 
 require_router()  # before anything is drawn: see pages/_common.py

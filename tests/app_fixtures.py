@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dynacor.config import DynaCorConfig
-from dynacor.jobs import JobRunner
-from dynacor.sourcespec import SourceSpec, make_loader
+from dynacor.data.spec import SourceSpec, make_loader
+from dynacor.method.config import DynaCorConfig
+from dynacor.runs.jobs import JobRunner
 from tests.conftest import make_blobs
 
 FAST = dict(epochs=5, encoder_epochs=2)

@@ -11,13 +11,19 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from dynacor import review, runstore  # noqa: E402
-from dynacor.review_store import ReviewStore  # noqa: E402
+from dynacor import review  # noqa: E402
+from dynacor.review.store import ReviewStore  # noqa: E402
+from dynacor.runs import store as runstore  # noqa: E402
 from tests.app_fixtures import finished_run, write_features  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["run", "training", "clusters", "sample", "review", "export"]
 RUN = "fixture-run"
+
+
+def run_key(runs) -> str:
+    """The review store knows a run by its run id, not its folder name."""
+    return runstore.run_id(runs / RUN)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +157,7 @@ def test_clusters_page_draws_the_map_once_and_caches_it(env):
 
 def test_sample_page_by_id_with_history(env):
     store = ReviewStore(runs_root=env)
-    store.record_decision(RUN, 1001, "relabel", 2, "ann")
+    store.record_decision(run_key(env), 1001, "relabel", 2, "ann")
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["run"] = RUN
     at.query_params["id"] = "1001"
@@ -179,13 +185,13 @@ def test_review_page_asks_the_annotator_once_and_records_decisions(env):
     assert f"id `{first}`" in texts(at)
 
     at.button(key="act_keep").click().run()
-    latest = store.latest_decisions(RUN)
+    latest = store.latest_decisions(run_key(env))
     assert latest["sample"].tolist() == [first] and latest["annotator"].tolist() == ["alice"]
     assert f"id `{first}`" not in texts(at)  # the next card came
 
     at.button(key="act_accept").click().run()
     at.button(key="act_remove").click().run()
-    latest = store.latest_decisions(RUN).set_index("sample")
+    latest = store.latest_decisions(run_key(env)).set_index("sample")
     assert sorted(latest["decision"]) == ["accept", "keep", "remove"]
     second = str(flagged["id"].iloc[1])
     assert latest.loc[second, "label"] == flagged["suggested_label"].iloc[1]
@@ -193,14 +199,14 @@ def test_review_page_asks_the_annotator_once_and_records_decisions(env):
 
     at.button(key="bulk_all").click().run()  # bulk: "keep" for everything left in the queue
     no_exception(at)
-    assert store.progress(RUN, flagged["id"])["decided_flagged"] == len(flagged)
+    assert store.progress(run_key(env), flagged["id"])["decided_flagged"] == len(flagged)
     assert "Nothing left" in texts(at)
 
 
 def test_export_page_offers_csv_and_parquet_with_a_summary(env):
     store = ReviewStore(runs_root=env)
-    store.record_decision(RUN, 1001, "relabel", 2, "ann")
-    store.record_decision(RUN, 1002, "remove", None, "ann")
+    store.record_decision(run_key(env), 1001, "relabel", 2, "ann")
+    store.record_decision(run_key(env), 1002, "remove", None, "ann")
     at = open_page("export", current_run=RUN)
     no_exception(at)
     summary = at.dataframe[0].value

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynacor.backbones import extract_features, load_backbone, tqdm_progress
+from dynacor.data.backbones import extract_features, load_backbone, tqdm_progress
+from dynacor.data.sources import load_builtin_sample
 from dynacor.errors import Cancelled, InputError, MissingError
-from dynacor.sources import load_builtin_sample
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_CLIP = "dynacor-tiny-test"
@@ -138,8 +138,8 @@ def test_tqdm_progress_bar() -> None:
 def test_file_broken_after_listing_is_named(effnet, tmp_path: Path) -> None:
     from PIL import Image
 
+    from dynacor.data.sources import load_image_folder
     from dynacor.errors import CorruptError
-    from dynacor.sources import load_image_folder
 
     for c in ("a", "b"):
         (tmp_path / c).mkdir()

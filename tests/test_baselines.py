@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from dynacor import baselines, ceiling
-from dynacor.metrics import detection_metrics
+from dynacor import baselines
+from dynacor.baselines import ceiling
+from dynacor.baselines.registry import METHODS
+from dynacor.method.knn import nearest_neighbours
+from dynacor.method.metrics import detection_metrics
 from tests.conftest import make_blobs
 
 # Few epochs and a small head keep each training baseline to a second or two on 2 busy cores.
@@ -127,10 +130,19 @@ def test_simifeat_catches_flips(blobs):
         assert _f1(blobs, flagged, score)["f1"] > 0.9
 
 
-def test_knn_excludes_self():
+def test_knn_excludes_self_for_both_metrics():
     x = np.eye(4, dtype=np.float32) + 0.1
-    idx = baselines.knn_indices(x, 2)
-    assert all(i not in row for i, row in enumerate(idx))
+    for metric in ("cosine", "euclidean"):
+        idx, _ = nearest_neighbours(x, 2, metric=metric)
+        assert all(i not in row for i, row in enumerate(idx))
+
+
+def test_cosine_neighbours_rank_by_angle_not_length():
+    x = np.array([[1.0, 0.0], [10.0, 0.5], [0.9, 0.9], [0.0, 1.0]], np.float32)
+    idx, sim = nearest_neighbours(x, 1, metric="cosine")
+    assert idx[0, 0] == 1 and sim[0, 0] > 0.99
+    idx, _ = nearest_neighbours(x, 1, metric="euclidean")
+    assert idx[0, 0] == 2
 
 
 # CORES -------------------------------------------------------------------------------------
@@ -175,7 +187,7 @@ def test_ceiling_is_an_oracle_and_learns_from_ground_truth():
     flip = rng.random(signs.shape) < 0.05
     signs[flip] *= -1
     out = ceiling.supervised_ceiling(signs, is_noisy, seed=0, epochs=15)
-    assert ceiling.ORACLE is True and out.oracle is True
+    assert METHODS["ceiling"].oracle and out.oracle is True
     assert out.test_index.size == 200 and out.flagged.shape == (200,)
     assert out.metrics["f1"] > 0.9
 

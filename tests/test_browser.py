@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dynacor.data.spec import SourceSpec, make_loader
 from dynacor.errors import InputError
-from dynacor.review_store import ReviewStore
-from dynacor.sourcespec import SourceSpec, make_loader
+from dynacor.review.store import ReviewStore
+from dynacor.runs import store as runstore
 from tests.app_fixtures import write_features
 
 pytestmark = pytest.mark.browser
@@ -113,7 +114,7 @@ def test_run_review_export_in_a_browser(server):
         goto(page, url, "")  # the Run page is the default page
         page.get_by_text("Past runs").wait_for()
         if not builtin_supported():
-            # Until the built-in sample is wired into dynacor.sourcespec, run on a feature file.
+            # Until the built-in sample is wired into dynacor.data.spec, run on a feature file.
             features = write_features(tmp / "data", n=300)
             page.get_by_test_id("stSelectbox").filter(has_text="Source").click()
             page.get_by_role("option", name="Feature file (.npz or .parquet)").click()
@@ -150,7 +151,9 @@ def test_run_review_export_in_a_browser(server):
             expect(page.locator("h4", has_text="id ").first).not_to_have_text(seen[-1])
             seen.append(card_id(page))
         run_name = next(p.name for p in (tmp / "runs").iterdir() if p.is_dir())
-        latest = ReviewStore(f"sqlite:///{tmp / 'reviews.sqlite'}").latest_decisions(run_name)
+        key = runstore.run_id(tmp / "runs" / run_name)
+        assert key != run_name  # decisions are keyed by the run's id, not its folder
+        latest = ReviewStore(f"sqlite:///{tmp / 'reviews.sqlite'}").latest_decisions(key)
         assert sorted(latest["decision"]) == ["accept", "keep", "remove"]
         assert set(latest["annotator"]) == {"browser-test"}
         reviewed = [s.split()[1] for s in seen[:3]]  # headings read "id 1016 ..."
@@ -189,7 +192,7 @@ def test_first_request_of_a_fresh_server_to_a_deep_link(server, link):
     config, its query string."""
     from playwright.sync_api import expect, sync_playwright
 
-    from dynacor import runstore
+    from dynacor.runs import store as runstore
     from tests.app_fixtures import finished_run
 
     url, tmp = server  # nothing has requested a page of this server yet

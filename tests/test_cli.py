@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dynacor.cli import main
+from dynacor.cli.main import main
 from tests.conftest import make_blobs
 
 FAST = ["--epochs", "6", "--encoder-epochs", "2", "--lr", "0.05"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dynacor.cli import main
+from dynacor.cli.main import main
 
 
 def image_folder(root: Path, per_class: int = 12, broken: bool = True) -> Path:

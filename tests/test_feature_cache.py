@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dynacor.feature_cache import (
+from dynacor.data.feature_cache import (
     CacheCorrupt,
     CacheMiss,
     FeatureCache,
@@ -20,9 +20,9 @@ from dynacor.feature_cache import (
     dataset_fingerprint,
     default_cache_dir,
 )
-from dynacor.images import featureset_from_images, open_images, to_featureset
-from dynacor.sources import load_builtin_sample, load_image_folder
-from dynacor.validate import check_featureset
+from dynacor.data.images import featureset_from_images, open_images, to_featureset
+from dynacor.data.sources import load_builtin_sample, load_image_folder
+from dynacor.method.validate import check_featureset
 
 
 @dataclass

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynacor.clustering import (
+from dynacor.method.clustering import (
     alignment_loss,
     clustering_loss,
     cosine_distance,
@@ -16,9 +16,9 @@ from dynacor.clustering import (
     target_distribution,
     validation_metric,
 )
-from dynacor.corruption import make_copies, num_copies
-from dynacor.dynamics import logit_margin, margin_signs, unique_trajectories
-from dynacor.noise import apply_noise, asymmetric, noise_rate, parse_noise, symmetric
+from dynacor.method.corruption import make_copies, num_copies
+from dynacor.method.dynamics import logit_margin, margin_signs, unique_trajectories
+from dynacor.method.noise import apply_noise, asymmetric, noise_rate, parse_noise, symmetric
 
 T = torch.tensor
 

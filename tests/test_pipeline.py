@@ -88,12 +88,12 @@ def test_encoder_over_unique_trajectories_matches_per_sample():
     """The dedup trick must give the result of running the encoder on every sample."""
     import torch
 
-    from dynacor.clustering import soft_assign
-    from dynacor.encoder import DynamicsEncoder
+    from dynacor.method.clustering import soft_assign
+    from dynacor.method.encoder import DynamicsEncoder
 
     rng = np.random.default_rng(0)
     signals = np.where(rng.random((500, 6)) < 0.8, 1.0, -1.0).astype(np.float32)
-    from dynacor.dynamics import unique_trajectories
+    from dynacor.method.dynamics import unique_trajectories
 
     unique, inverse, _ = unique_trajectories(signals)
     encoder = DynamicsEncoder(6, 32)
@@ -119,13 +119,13 @@ def test_noise_needs_clean_labels():
 
 
 def test_import_pulls_in_no_streamlit():
-    code = "import sys, dynacor, dynacor.cli, dynacor.pipeline; print('streamlit' in sys.modules)"
+    code = "import sys, dynacor, dynacor.cli.main, dynacor.method.pipeline; print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_estimator_only_stores_parameters_and_fits(blobs):
-    from dynacor.estimator import DynaCorDetector
+    from dynacor.method.estimator import DynaCorDetector
 
     detector = DynaCorDetector(epochs=8, encoder_epochs=2, lr=0.05)
     assert not hasattr(detector, "flagged_")

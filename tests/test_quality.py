@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dynacor import DynaCorConfig, run
-from dynacor.featurefile import load_features
+from dynacor.data.featurefile import load_features
 
 
 @pytest.mark.data

@@ -16,7 +16,7 @@ import pytest
 
 from dynacor import review
 from dynacor.errors import InputError
-from dynacor.review_store import ReviewStore
+from dynacor.review.store import ReviewStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_export_frame_final_labels(url):
     store.record_decision("r", 11, "keep", 1, "ann")
     store.record_decision("r", 12, "relabel", 1, "ann")
     store.record_decision("r", 13, "remove", None, "ann")
-    out = store.export_frame("r", samples)
+    out = review.final_labels(samples, store.latest_decisions("r"))
     assert list(out.columns[:7]) == review.EXPORT_COLUMNS
     assert out["final_label"].tolist()[:3] == [1, 1, 1]
     assert pd.isna(out["final_label"].iloc[3])
@@ -116,7 +116,7 @@ def test_concurrent_threads_lose_nothing(url):
 
 WRITER = """
 import sys
-from dynacor.review_store import ReviewStore
+from dynacor.review.store import ReviewStore
 store = ReviewStore(sys.argv[1])
 tag, n = sys.argv[2], int(sys.argv[3])
 for i in range(n):

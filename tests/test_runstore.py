@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from dynacor import DynaCorConfig, runstore
+from dynacor import DynaCorConfig
 from dynacor.errors import CorruptError, MissingError, RunExistsError
-from dynacor.jobs import JobBusy, JobRunner
+from dynacor.runs import store as runstore
+from dynacor.runs.jobs import JobBusy, JobRunner
 from tests.test_pipeline import featureset
 
 FAST = dict(epochs=6, encoder_epochs=2, lr=0.05)
@@ -81,7 +82,7 @@ def test_killed_process_leaves_an_interrupted_run(blobs_npz, tmp_path):
     """A crash mid-run: status stays 'running' on disk and reads as interrupted, never finished."""
     out = tmp_path / "run"
     code = (
-        "import sys; from dynacor.cli import main; "
+        "import sys; from dynacor.cli.main import main; "
         f"sys.exit(main(['detect', '--features', {str(blobs_npz)!r}, '--out', {str(out)!r}, '--epochs', '400', '--lr', '0.05']))"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynacor.corruption import make_copies
 from dynacor.errors import Cancelled, InputError
-from dynacor.scratch import build_network, crop_copies, random_crop, train_scratch
+from dynacor.method.corruption import make_copies
+from dynacor.method.scratch import build_network, crop_copies, random_crop, train_scratch
 
 
 def easy_images(n: int = 120, c: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

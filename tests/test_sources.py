@@ -12,9 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dynacor import sources
-from dynacor.errors import InputError, MissingError
-from dynacor.sources import (
+from dynacor.data import sources
+from dynacor.data.sources import (
     ImageDataset,
     images_array,
     load_builtin_sample,
@@ -24,6 +23,7 @@ from dynacor.sources import (
     load_manifest,
     read_label_file,
 )
+from dynacor.errors import InputError, MissingError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

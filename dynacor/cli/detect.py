@@ -1,0 +1,85 @@
+"""``dynacor detect``: one run written into a run directory (the contract in README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dynacor.cli.options import settings_file, source_spec, user_settings
+from dynacor.errors import CorruptError, InputError, MissingError, RunExistsError
+from dynacor.runs import store as runstore
+from dynacor.runs.request import prepare
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+INPUT_ERRORS = {cls.__name__ for cls in (InputError, MissingError, CorruptError, RunExistsError)}
+
+
+class EpochTable:
+    """Prints one aligned row per epoch to stderr."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("type")
+        out = self.stream or sys.stderr
+        if kind == "stage_start" and event["stage"] == "classifier":
+            print(f"{'classifier':>10} {'epoch':>7} {'loss':>8} {'acc':>7} {'test':>7} {'sec':>6}", file=out)
+        elif kind == "classifier_epoch":
+            test = f"{100 * event['test_accuracy']:6.1f}%" if "test_accuracy" in event else f"{'-':>7}"
+            print(f"{'':>10} {event['epoch']:>3}/{event['of']:<3} {event['loss']:8.4f} {100 * event['accuracy']:6.1f}% "
+                  f"{test} {event['seconds']:6.2f}", file=out)  # fmt: skip
+        elif kind == "stage_start" and event["stage"] == "encoder":
+            print(f"{'encoder':>10} {'epoch':>7} {'L_clu':>8} {'L_align':>8} {'V':>9} {'flagged':>8} {'F1':>6}", file=out)
+        elif kind == "progress" and event.get("stage") == "features":
+            if event["done"] == event["total"] or event["done"] % 256 < 32:
+                eta = event.get("eta_s")
+                eta_text = f", {eta:.0f} s left" if eta is not None else ""
+                print(f"  features {event['done']}/{event['total']} images ({event.get('images_per_s') or 0:.1f}/s{eta_text})",
+                      file=out)  # fmt: skip
+        elif kind == "skipped":
+            files = [f["path"] if isinstance(f, dict) else f for f in event.get("files", [])]
+            more = f" and {len(files) - 10} more" if len(files) > 10 else ""
+            print(f"warning: skipped {len(files)} unreadable file(s): {', '.join(files[:10])}{more}", file=out)
+        elif kind == "encoder_epoch":
+            f1 = f"{100 * event['f1']:5.1f}" if "f1" in event else f"{'-':>5}"
+            print(f"{'':>10} {event['epoch']:>3}/{event['of']:<3} {event['cluster_loss']:8.5f} {event['align_loss']:8.5f} "
+                  f"{event['val_metric']:9.6f} {100 * event['flagged_fraction']:7.1f}% {f1:>6}", file=out)  # fmt: skip
+        elif kind == "info" and event.get("num_samples"):
+            noise = event.get("noise_rate")
+            noise_text = f", noise rate {100 * noise:.1f}%" if noise is not None else ""
+            print(f"{event['num_samples']} samples + {event['num_copies']} corrupted copies, {event['num_classes']} classes"
+                  f"{noise_text}, {event['device']} x{event['threads']}", file=out)  # fmt: skip
+        out.flush()
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Run ``detect``; returns the exit code."""
+    from dynacor.runs.jobs import Job
+
+    request = prepare(source_spec(args), user_settings(args), settings_file(args))
+    if args.method != "dynacor":
+        from dynacor.runs.baseline import run_baseline
+
+        return run_baseline(args.method, request.loader, request.source, request.config, Path(args.out),
+                            args.overwrite, quiet=args.quiet)  # fmt: skip
+    job = Job(Path(args.out), request.config, request.loader, request.source, overwrite=args.overwrite,
+              listener=None if args.quiet else EpochTable())  # fmt: skip
+    job.start()
+    try:
+        while not job.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        job.cancel()
+        job.wait()
+    state = job.snapshot()
+    if state.status == runstore.FINISHED:
+        print(f"dynacor: {state.summary} -> {args.out}")
+        return EXIT_OK
+    if state.status == runstore.CANCELLED:
+        print(f"dynacor: cancelled; {args.out} is marked cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    print(f"dynacor: error: {state.error}", file=sys.stderr)
+    print(f"dynacor: the run failed; details in {Path(args.out) / 'error.txt'}", file=sys.stderr)
+    return EXIT_BAD_INPUT if state.error_type in INPUT_ERRORS else EXIT_FAILED

@@ -1,0 +1,97 @@
+"""Every default of a detection run lives here, and is saved with each run.
+
+The defaults are the ones that meet the project's quality and speed goals on the dev benchmark
+(see BENCHMARKS.md); where they differ from the paper (METHOD.md), the field's comment says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+SIGNALS = ("sign", "margin", "prob")
+CLASSIFIERS = ("mlp", "scratch-cnn", "scratch-resnet18", "scratch-resnet34")
+RECORD_MODES = ("train", "eval")
+SELECTIONS = ("validation", "last", "init")
+VAL_ORIGINALS = ("all", "paired")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class DynaCorConfig:
+    """Settings of one DynaCor run (engine only: where the features come from is the source's job).
+
+    Parameters mirror METHOD.md; the names say which stage they belong to.
+    """
+
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0  # 0: one per available core, at most 8
+
+    # Synthetic noise for benchmarking, applied to `clean_labels`: "sym:0.6", "asym:0.3", "inst:0.4".
+    noise: str | None = None
+
+    # 1. Corrupted copies.
+    gamma: float = 0.1
+
+    # 2. Classifier and dynamics recording. "mlp": a head on frozen features (paper Table 5);
+    # "scratch-cnn" / "scratch-resnet18" / "scratch-resnet34": a network trained from scratch on
+    # the images (the features are then the flattened images, see `dynacor.data.spec`); a run of
+    # the scratch backbone gets the paper's from-scratch settings (`dynacor.runs.request`).
+    classifier: str = "mlp"
+    epochs: int = 30
+    lr: float = 0.02  # authors' preset; paper 0.1 memorises the noise within a few epochs on 10k samples
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    hidden: int = 512
+    schedule: str = "cosine"  # "cosine", "multistep" (from-scratch runs, see dynacor.runs.request) or "constant"
+    # "train": margins of each mini-batch before its update (authors' code, free);
+    # "eval": a separate forward pass over all samples after each epoch (one more pass per epoch).
+    record: str = "train"
+    late_epochs: int = 5  # the suggested label averages the softmax over this many last epochs
+
+    # 3-4. Encoder and clustering.
+    encoder_epochs: int = 10
+    encoder_lr: float = 1e-5
+    encoder_weight_decay: float = 5e-4
+    encoder_batch_size: int = 1024
+    rep_dim: int = 512
+    alpha: float = 0.5
+    signal: str = "sign"  # what the encoder reads: sign of the margin (paper), raw margin, probability
+    # Ours, not the paper's (README "How this implementation follows the paper"): closed-form
+    # centroid updates after the paper's initialisation, and several encoder initialisations of
+    # which the one with the largest validation metric is kept. 0 and 1 give the paper exactly.
+    refine_steps: int = 20
+    restarts: int = 1
+    cluster_loss: bool = True  # ablation switches (paper Table 4)
+    align_loss: bool = True
+
+    # 5. Model selection.
+    selection: str = "validation"  # "validation" metric (paper), "last" epoch, or "init" (untrained)
+    val_originals: str = "paired"
+    # Distance in the scores and V: "cosine" (paper) or "euclidean" (authors' code at evaluation).
+    eval_distance: str = "cosine"  # originals in V: "paired" (those with a copy, authors' code) or "all"
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DynaCorConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            from dynacor.errors import InputError
+
+            raise InputError("config", unknown[0], f"one of {sorted(known)}", repr(unknown[0]))
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> DynaCorConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,339 @@
+"""One DynaCor run: features in, per-sample noisy scores out. ``run(config, data, on_event) -> Result``."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from dynacor.errors import Cancelled
+from dynacor.method.classifier import HeadDynamics, train_head
+from dynacor.method.config import DynaCorConfig
+from dynacor.method.corruption import make_copies
+from dynacor.method.device import pick_device, set_threads
+from dynacor.method.dynamics import encoder_input, margin_signs
+from dynacor.method.encoder import fit_encoder
+from dynacor.method.featureset import FeatureSet
+from dynacor.method.metrics import detection_metrics
+from dynacor.method.noise import noise_rate, synthetic_labels
+from dynacor.method.validate import check_config, check_featureset
+
+EventHandler = Callable[[dict], None]
+STAGES = ("prepare", "classifier", "encoder", "report")
+
+
+@dataclass
+class Result:
+    """Everything a run produced. Per-sample arrays cover the N originals in input order unless
+    they say ``_all`` (S = N + M rows: originals, then the M copies).
+
+    Attributes
+    ----------
+    ids : (N,) sample ids
+    given_labels : (N,) int64, labels the detector judged (after synthetic noise, if any)
+    suggested_labels : (N,) int64, the classifier's prediction (softmax averaged over late epochs)
+    suggested_prob : (N,) float32, its probability
+    q_noisy : (N,) float32, noisy score
+    flagged : (N,) bool, ``q_noisy > 0.5``
+    clean_labels : (N,) int64 or None
+    copy_pair : (M,) int64, the original of each copy; copy_labels : (M,) int64
+    margins_all : (S, E) float32 raw margins; q_noisy_all : (S,); representations_all : (S, K)
+    classifier_epochs, encoder_epochs : per-epoch logs; chosen_epoch : the encoder state kept
+    metrics : detection metrics when clean labels are known, else None
+    """
+
+    config: dict[str, Any]
+    ids: np.ndarray
+    given_labels: np.ndarray
+    suggested_labels: np.ndarray
+    suggested_prob: np.ndarray
+    q_noisy: np.ndarray
+    flagged: np.ndarray
+    clean_labels: np.ndarray | None
+    copy_pair: np.ndarray
+    copy_labels: np.ndarray
+    margins_all: np.ndarray
+    q_noisy_all: np.ndarray
+    representations_all: np.ndarray
+    classifier_epochs: list[dict]
+    encoder_epochs: list[dict]
+    chosen_epoch: int
+    metrics: dict[str, float] | None
+    timings: dict[str, float]
+    info: dict[str, Any]
+    class_names: list[str] | None = None
+    paths: np.ndarray | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.q_noisy.shape[0])
+
+    @property
+    def signs_all(self) -> np.ndarray:
+        """(S, E) int8 signs of the margins: the dynamics the paper's encoder reads."""
+        return margin_signs(self.margins_all)
+
+    @property
+    def is_copy_all(self) -> np.ndarray:
+        return np.arange(self.margins_all.shape[0]) >= self.num_samples
+
+    def samples_frame(self):
+        """The per-sample table (pandas DataFrame), one row per original in input order."""
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            {
+                "index": np.arange(self.num_samples),
+                "id": self.ids,
+                "given_label": self.given_labels,
+                "suggested_label": self.suggested_labels,
+                "suggested_prob": self.suggested_prob.astype(np.float64).round(6),
+                "noisy_score": self.q_noisy.astype(np.float64).round(6),
+                "flagged": self.flagged.astype(np.int8),
+                "cluster": np.where(self.flagged, "noisy", "clean"),
+            }
+        )
+        if self.class_names is not None:
+            names = np.asarray(self.class_names, dtype=object)
+            frame["given_name"] = names[self.given_labels]
+            frame["suggested_name"] = names[self.suggested_labels]
+        if self.clean_labels is not None:
+            frame["clean_label"] = self.clean_labels
+            frame["is_noisy"] = (self.clean_labels != self.given_labels).astype(np.int8)
+        if self.paths is not None:
+            frame["path"] = self.paths
+        return frame
+
+    def summary(self) -> str:
+        """One line: counts, chosen epoch, F1 when known, time."""
+        n = self.num_samples
+        k = int(self.flagged.sum())
+        parts = [f"{n} samples", f"{k} flagged ({100.0 * k / max(n, 1):.1f}%)"]
+        parts.append(f"encoder epoch {self.chosen_epoch}/{len(self.encoder_epochs) - 1}")
+        if self.metrics is not None:
+            m = self.metrics
+            parts.append(
+                f"F1 {100 * m['f1']:.1f} (P {100 * m['precision']:.1f}, R {100 * m['recall']:.1f}, "
+                f"AUROC {100 * m['auroc']:.1f}, noise {100 * m['noise_rate']:.1f}%)"
+            )
+        parts.append(f"{self.timings.get('total', float('nan')):.1f} s")
+        return ", ".join(parts)
+
+
+def run(
+    config: DynaCorConfig,
+    data: FeatureSet,
+    on_event: EventHandler | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Result:
+    """Detect noisy labels in ``data`` with DynaCor.
+
+    Parameters
+    ----------
+    config : all settings (see `DynaCorConfig`); checked here
+    data : features and labels; checked here
+    on_event : receives dicts ``{"type": ..., ...}``: ``stage_start``/``stage_end`` (with
+        ``stage`` and ``seconds``), ``classifier_epoch``, ``encoder_epoch``, ``info``
+    should_stop : polled during training; True cancels the run with `Cancelled`
+
+    Returns
+    -------
+    Result
+    """
+    check_config(config)
+    data = check_featureset(data, data.source.get("file", "<arrays>"), needs_clean=config.noise is not None)
+    emit = _emitter(on_event)
+    timings: dict[str, float] = {}
+    started_total = time.perf_counter()
+    threads = set_threads(config.num_threads)
+    device = pick_device(config.device)
+    seeds = np.random.SeedSequence(config.seed).spawn(4)
+    # seeds[0] drew the synthetic noise before `synthetic_labels` took that over; kept so that
+    # copies and networks draw what they always drew.
+    copy_rng = np.random.default_rng(seeds[1])
+    head_gen, enc_gen = (torch.Generator().manual_seed(int(s.generate_state(1)[0])) for s in seeds[2:])
+
+    def stop_check() -> bool:
+        return should_stop is not None and should_stop()
+
+    # Prepare: noise, copies, the training set.
+    t = _stage_start(emit, "prepare")
+    num_classes = data.num_classes
+    given = data.labels
+    if config.noise is not None:
+        given = synthetic_labels(config.noise, data.clean_labels, num_classes, config.seed, features=data.features)
+    copies = make_copies(given, num_classes, config.gamma, copy_rng)
+    aug = data.features_aug if data.features_aug is not None else data.features
+    n = data.num_samples
+    features_all = None
+    if config.classifier == "mlp":
+        features_all = np.concatenate([np.asarray(data.features, np.float32), np.asarray(aug[copies.pair], np.float32)])
+    labels_all = np.concatenate([given, copies.labels])
+    is_copy = np.arange(n + copies.size) >= n
+    realised = noise_rate(given, data.clean_labels) if data.clean_labels is not None else None
+    emit("info", num_samples=n, num_copies=copies.size, num_classes=num_classes,
+         noise_rate=realised, device=str(device), threads=threads)  # fmt: skip
+    timings["prepare"] = _stage_end(emit, "prepare", t)
+    if stop_check():
+        raise Cancelled("cancelled before training")
+
+    # Classifier and dynamics.
+    t = _stage_start(emit, "classifier", total=config.epochs)
+    on_epoch = lambda e: emit("classifier_epoch", of=config.epochs, **e)  # noqa: E731
+    if config.classifier == "mlp":
+        test = (data.test_features, data.test_labels) if data.test_features is not None else None
+        head = train_head(
+            features_all, labels_all, num_classes,
+            epochs=config.epochs, lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay, batch_size=config.batch_size, hidden=config.hidden,
+            schedule=config.schedule, record=config.record, late_epochs=config.late_epochs,
+            generator=head_gen, device=device, test=test, on_epoch=on_epoch, should_stop=stop_check,
+        )  # fmt: skip
+    else:
+        head = _train_from_scratch(config, data, labels_all, copies.pair, head_gen, device, on_epoch, stop_check)
+    del features_all
+    timings["classifier"] = _stage_end(emit, "classifier", t)
+
+    # Encoder and clustering.
+    t = _stage_start(emit, "encoder", total=config.encoder_epochs)
+    truly_noisy = None
+    if data.clean_labels is not None:
+        truly_noisy = given != data.clean_labels
+
+    def score_epoch(q_all: np.ndarray) -> dict:
+        m = detection_metrics(q_all[:n] > 0.5, truly_noisy, q_all[:n])
+        return {"f1": m["f1"], "auroc": m["auroc"]}
+
+    in_reference = None
+    if config.val_originals == "paired":
+        in_reference = np.zeros(n + copies.size, dtype=bool)
+        in_reference[copies.pair] = True
+    fit = fit_encoder(
+        encoder_input(head.margins, head.prob_given, config.signal), is_copy,
+        epochs=config.encoder_epochs, lr=config.encoder_lr, weight_decay=config.encoder_weight_decay,
+        batch_size=config.encoder_batch_size, rep_dim=config.rep_dim, alpha=config.alpha,
+        generator=enc_gen, use_cluster_loss=config.cluster_loss, use_align_loss=config.align_loss,
+        selection=config.selection, in_reference=in_reference,
+        eval_distance=config.eval_distance, refine_steps=config.refine_steps,
+        restarts=config.restarts, device=device,
+        score_epoch=score_epoch if truly_noisy is not None else None,
+        on_epoch=lambda e: emit("encoder_epoch", of=config.encoder_epochs, **e),
+        should_stop=stop_check,
+    )  # fmt: skip
+    timings["encoder"] = _stage_end(emit, "encoder", t)
+
+    # Report.
+    t = _stage_start(emit, "report")
+    q = fit.q_noisy[:n]
+    flagged = q > 0.5
+    late = head.late_probs[:n]
+    suggested = late.argmax(axis=1).astype(np.int64)
+    metrics = None
+    if truly_noisy is not None:
+        metrics = detection_metrics(flagged, truly_noisy, q)
+    timings["report"] = _stage_end(emit, "report", t)
+    timings["total"] = time.perf_counter() - started_total
+    info = {
+        "num_samples": n,
+        "num_copies": copies.size,
+        "num_classes": num_classes,
+        "num_epochs": config.epochs,
+        "unique_trajectories": fit.unique_count,
+        "realised_noise_rate": realised,
+        "device": str(device),
+        "threads": threads,
+        "versions": library_versions(),
+    }
+    return Result(
+        config=config.to_dict(),
+        ids=data.sample_ids(),
+        given_labels=given,
+        suggested_labels=suggested,
+        suggested_prob=late[np.arange(n), suggested].astype(np.float32),
+        q_noisy=q,
+        flagged=flagged,
+        clean_labels=data.clean_labels,
+        copy_pair=copies.pair,
+        copy_labels=copies.labels,
+        margins_all=head.margins,
+        q_noisy_all=fit.q_noisy,
+        representations_all=fit.representations,
+        classifier_epochs=head.epochs,
+        encoder_epochs=fit.epochs,
+        chosen_epoch=fit.chosen_epoch,
+        metrics=metrics,
+        timings=timings,
+        info=info,
+        class_names=data.class_names,
+        paths=data.paths,
+        source=dict(data.source),
+    )
+
+
+def _train_from_scratch(config, data, labels_all, pair, generator, device, on_epoch, stop_check) -> HeadDynamics:
+    """Dynamics of a network trained from scratch on the images (copies: random crops, pad 4)."""
+    from dynacor.errors import InputError
+    from dynacor.method.scratch import train_scratch
+
+    shape = data.source.get("image_shape")
+    if not shape or int(np.prod(shape)) != data.features.shape[1]:
+        raise InputError(data.source.get("file", "<arrays>"), "source.image_shape",
+                         "the (H, W, 3) shape of the images behind the flattened features (scratch classifiers)",
+                         shape)  # fmt: skip
+    images = np.asarray(data.features).reshape(-1, *shape).astype(np.uint8)
+    trained = train_scratch(
+        images, labels_all, pair, data.num_classes,
+        epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+        weight_decay=config.weight_decay, momentum=config.momentum, seed=generator,
+        arch=config.classifier.removeprefix("scratch-"), schedule=config.schedule, record=config.record,
+        late_epochs=config.late_epochs, on_epoch=lambda e: on_epoch({"accuracy": e.get("acc"), **e}),
+        cancel=stop_check, device=device,
+    )  # fmt: skip
+    return HeadDynamics(margins=trained.margins, prob_given=trained.prob_given,
+                        late_probs=trained.late_probs, epochs=trained.log)  # fmt: skip
+
+
+def library_versions() -> dict[str, str]:
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "dynacor": _own_version(),
+    }
+
+
+def _own_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dynacor")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _emitter(on_event: EventHandler | None) -> Callable[..., None]:
+    def emit(kind: str, **fields: Any) -> None:
+        if on_event is not None:
+            on_event({"type": kind, "time": time.time(), **fields})
+
+    return emit
+
+
+def _stage_start(emit: Callable[..., None], stage: str, **fields: Any) -> float:
+    emit("stage_start", stage=stage, **fields)
+    return time.perf_counter()
+
+
+def _stage_end(emit: Callable[..., None], stage: str, started: float) -> float:
+    seconds = time.perf_counter() - started
+    emit("stage_end", stage=stage, seconds=seconds)
+    return seconds

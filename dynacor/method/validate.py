@@ -1,0 +1,169 @@
+"""The boundary: every check of user-supplied data and settings, in one place.
+
+Each check raises `InputError`, whose message names the file, the field, what was expected and
+what was found. Engine functions behind this boundary assume valid input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dynacor.errors import InputError
+from dynacor.method.config import (
+    CLASSIFIERS,
+    DEVICES,
+    RECORD_MODES,
+    SELECTIONS,
+    SIGNALS,
+    VAL_ORIGINALS,
+    DynaCorConfig,
+)
+from dynacor.method.featureset import FeatureSet
+from dynacor.method.nets import SCHEDULES
+from dynacor.method.noise import parse_noise
+
+
+def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
+    """Check every field of ``config``; returns it unchanged."""
+
+    def need(ok: bool, name: str, expected: str) -> None:
+        if not ok:
+            raise InputError(file, name, expected, repr(getattr(config, name)))
+
+    def positive_int(name: str) -> None:
+        value = getattr(config, name)
+        need(isinstance(value, int) and not isinstance(value, bool) and value > 0, name, "a positive integer")
+
+    def non_negative(name: str) -> None:
+        value = getattr(config, name)
+        need(isinstance(value, (int, float)) and np.isfinite(value) and value >= 0, name, "a number >= 0")
+
+    need(isinstance(config.gamma, (int, float)) and 0.0 < config.gamma <= 1.0, "gamma", "a number in (0, 1]")
+    for name in ("epochs", "batch_size", "hidden", "encoder_epochs", "encoder_batch_size", "rep_dim", "late_epochs"):
+        positive_int(name)
+    need(config.epochs >= 2, "epochs", "at least 2 (dynamics need more than one epoch)")
+    for name in ("lr", "encoder_lr"):
+        value = getattr(config, name)
+        need(isinstance(value, (int, float)) and np.isfinite(value) and value > 0, name, "a number > 0")
+    need(isinstance(config.refine_steps, int) and config.refine_steps >= 0, "refine_steps", "an integer >= 0")
+    positive_int("restarts")
+    for name in ("momentum", "weight_decay", "encoder_weight_decay", "alpha"):
+        non_negative(name)
+    need(isinstance(config.seed, int) and not isinstance(config.seed, bool) and config.seed >= 0, "seed", "an integer >= 0")
+    need(isinstance(config.num_threads, int) and config.num_threads >= 0, "num_threads", "an integer >= 0")
+    need(config.device in DEVICES, "device", f"one of {DEVICES}")
+    need(config.classifier in CLASSIFIERS, "classifier", f"one of {CLASSIFIERS}")
+    need(config.signal in SIGNALS, "signal", f"one of {SIGNALS}")
+    need(config.record in RECORD_MODES, "record", f"one of {RECORD_MODES}")
+    need(config.selection in SELECTIONS, "selection", f"one of {SELECTIONS}")
+    need(config.val_originals in VAL_ORIGINALS, "val_originals", f"one of {VAL_ORIGINALS}")
+    need(config.eval_distance in ("cosine", "euclidean"), "eval_distance", "'cosine' or 'euclidean'")
+    need(config.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
+    if config.noise is not None:
+        try:
+            parse_noise(config.noise)
+        except ValueError:
+            need(False, "noise", "KIND:RATE with KIND sym, asym or inst and RATE in [0, 1], e.g. sym:0.6")
+    return config
+
+
+def check_featureset(data: FeatureSet, file: str = "<arrays>", needs_clean: bool = False) -> FeatureSet:
+    """Check shapes, types and ranges of ``data``; returns a copy with normalised dtypes.
+
+    Parameters
+    ----------
+    data : the arrays as loaded
+    file : name used in error messages
+    needs_clean : whether ``clean_labels`` are required (synthetic noise is applied to them)
+    """
+    features = _matrix(data.features, file, "features")
+    n, d = features.shape
+    labels = _labels(data.labels, file, "labels", n)
+    features_aug = None
+    if data.features_aug is not None:
+        features_aug = _matrix(data.features_aug, file, "features_aug")
+        if features_aug.shape != features.shape:
+            raise InputError(file, "features_aug", f"the same shape as `features` {features.shape}", features_aug.shape)
+    clean = None if data.clean_labels is None else _labels(data.clean_labels, file, "clean_labels", n)
+    if needs_clean and clean is None:
+        raise InputError(file, "clean_labels", "present to apply synthetic noise (--noise)", "no such field")
+
+    class_names = None
+    if data.class_names is not None:
+        class_names = [str(c) for c in np.asarray(data.class_names).reshape(-1).tolist()]
+        if len(set(class_names)) != len(class_names):
+            raise InputError(file, "class_names", "distinct names", class_names)
+    num_classes = len(class_names) if class_names is not None else int(max(labels.max(), -1 if clean is None else clean.max())) + 1
+    for name, arr in (("labels", labels), ("clean_labels", clean)):
+        if arr is not None and arr.max() >= num_classes:
+            raise InputError(file, name, f"class indices in [0, {num_classes})", f"max {int(arr.max())}")
+    if num_classes < 2 or np.unique(labels).size < 2:
+        raise InputError(file, "labels", "at least 2 distinct classes", f"{np.unique(labels).size} class(es)")
+    if n < num_classes:
+        raise InputError(file, "features", f"at least as many samples as classes ({num_classes})", f"{n} samples")
+
+    ids = None
+    if data.ids is not None:
+        ids = np.asarray(data.ids).reshape(-1)
+        if ids.shape[0] != n:
+            raise InputError(file, "ids", f"length {n} (one per sample)", f"length {ids.shape[0]}")
+        if np.unique(ids).size != n:
+            raise InputError(file, "ids", "unique per sample", "duplicates")
+    paths = None
+    if data.paths is not None:
+        paths = np.asarray(data.paths).astype(str).reshape(-1)
+        if paths.shape[0] != n:
+            raise InputError(file, "paths", f"length {n} (one per sample)", f"length {paths.shape[0]}")
+
+    test_features = test_labels = None
+    if data.test_features is not None or data.test_labels is not None:
+        if data.test_features is None or data.test_labels is None:
+            raise InputError(file, "test_features", "given together with `test_labels`", "only one of them")
+        test_features = _matrix(data.test_features, file, "test_features")
+        if test_features.shape[1] != d:
+            raise InputError(file, "test_features", f"{d} columns like `features`", test_features.shape[1])
+        test_labels = _labels(data.test_labels, file, "test_labels", test_features.shape[0])
+        if test_labels.max() >= num_classes:
+            raise InputError(file, "test_labels", f"class indices in [0, {num_classes})", int(test_labels.max()))
+
+    return FeatureSet(
+        features=features,
+        labels=labels,
+        features_aug=features_aug,
+        clean_labels=clean,
+        ids=ids,
+        class_names=class_names,
+        paths=paths,
+        test_features=test_features,
+        test_labels=test_labels,
+        source=dict(data.source),
+    )
+
+
+def _matrix(values: object, file: str, field: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(file, field, "a non-empty 2-D array (N samples, D dimensions)", f"shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise InputError(file, field, "real numbers", f"dtype {arr.dtype}")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise InputError(file, field, "finite numbers (no NaN or inf)", f"{bad} row(s) with NaN or inf")
+    return arr
+
+
+def _labels(values: object, file: str, field: str, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise InputError(file, field, "a 1-D array of class indices", f"shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise InputError(file, field, f"length {n} (one per row of `features`)", f"length {arr.shape[0]}")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InputError(file, field, "integer class indices", "non-integer values")
+    elif arr.dtype.kind not in "iub":
+        raise InputError(file, field, "integer class indices", f"dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.min() < 0:
+        raise InputError(file, field, "class indices >= 0", f"min {int(arr.min())}")
+    return arr

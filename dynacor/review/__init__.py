@@ -1,0 +1,13 @@
+"""Review of flagged samples: decisions, the queue, the store that keeps them, the export.
+
+Pure DataFrame functions (`decisions`, `queue`, `export`) apart from the store (`store`, SQLAlchemy).
+"""
+
+from dynacor.review.decisions import DECISIONS, LABELLED, decision_label
+from dynacor.review.export import EXPORT_COLUMNS, class_names_of, final_labels, summary_per_class
+from dynacor.review.queue import flagged_sorted, queue, sample_keys
+
+__all__ = [
+    "DECISIONS", "EXPORT_COLUMNS", "LABELLED", "class_names_of", "decision_label", "final_labels",
+    "flagged_sorted", "queue", "sample_keys", "summary_per_class",
+]  # fmt: skip

@@ -1,0 +1,24 @@
+"""What an annotator can decide about a flagged sample, and which class each decision assigns."""
+
+from __future__ import annotations
+
+DECISIONS = ("keep", "accept", "relabel", "unsure", "remove")
+# Decisions that carry a class: relabel needs one from the caller, keep/accept get one so an
+# export never has to recompute which label "accept" meant at the time.
+LABELLED = ("keep", "accept", "relabel")
+
+
+def decision_label(decision: str, given: int, suggested: int, label: int | None = None) -> int | None:
+    """The class a decision assigns: keep -> given, accept -> suggested, relabel -> ``label``;
+    unsure and remove assign none."""
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
+    if decision == "keep":
+        return int(given)
+    if decision == "accept":
+        return int(suggested)
+    if decision == "relabel":
+        if label is None:
+            raise ValueError("a relabel decision needs a label")
+        return int(label)
+    return None
