@@ -7,7 +7,7 @@ import streamlit as st
 from dynacor.data.backbones import BACKBONES
 from dynacor.data.spec import SOURCES, SourceSpec
 from dynacor.errors import DynacorError
-from dynacor.method.config import DynaCorConfig
+from dynacor.method.config import CLASSIFIERS, DynaCorConfig
 from dynacor.runs import view as runview
 from dynacor.runs.jobs import JobBusy
 from dynacor.runs.request import SCRATCH_DEFAULTS, prepare
@@ -59,6 +59,11 @@ with st.form("start_run"):
     seed = n3.number_input("Seed", min_value=0, value=DEFAULTS.seed, step=1, key="seed")
 
     st.subheader("Method")
+    classifier = st.selectbox(
+        "Classifier whose dynamics are recorded", ["default", *CLASSIFIERS], key="classifier",
+        help="default: the MLP head on frozen features; with the scratch backbone "
+        f"{SCRATCH_DEFAULTS['classifier']} (scratch-cnn is a small CNN, much faster on a CPU)",
+    )  # fmt: skip
     st.caption("Empty fields take the defaults, which depend on the backbone: the scratch backbone trains "
                "a network on the pixels with the paper's from-scratch settings.")  # fmt: skip
     m1, m2, m3, m4 = st.columns(4)
@@ -80,6 +85,7 @@ if start:
                           backbone=backbone, sample_per_class=int(per_class))  # fmt: skip
         noise = None if noise_kind == "none" else f"{noise_kind}:{noise_rate:g}"
         user = {"seed": int(seed), "noise": noise, "gamma": gamma, "alpha": alpha,
+                "classifier": None if classifier == "default" else classifier,
                 "epochs": None if epochs is None else int(epochs),
                 "encoder_epochs": None if encoder_epochs is None else int(encoder_epochs)}  # fmt: skip
         request = prepare(spec, user, "Run page")

@@ -215,3 +215,38 @@ def test_export_page_offers_csv_and_parquet_with_a_summary(env):
     preview = at.dataframe[1].value
     assert set(preview["decision"]) == {"relabel", "remove"}
     assert len(at.get("download_button")) == 2
+
+
+def test_a_scratch_run_started_in_the_app_equals_the_cli_run(env, tmp_path):
+    """One path from a request to a run: the same request from the Run page and from `detect`
+    gives the same config (the scratch defaults included) and the same flags."""
+    import json
+
+    import pandas as pd
+
+    from dynacor.cli.main import main
+    from pages._common import job_runner
+
+    at = open_page("run")
+    at.selectbox(key="source_kind").set_value("builtin")
+    at.slider(key="per_class").set_value(10)
+    at.selectbox(key="backbone").set_value("scratch")
+    at.selectbox(key="classifier").set_value("scratch-cnn")
+    at.number_input(key="epochs").set_value(3)
+    at.number_input(key="encoder_epochs").set_value(1)
+    next(b for b in at.button if b.label == "Start run").click()
+    at.run()
+    no_exception(at)
+    job = job_runner().job
+    assert job.wait(300)
+    assert runstore.read_status(job.run_dir)["status"] == "finished", runstore.read_status(job.run_dir)
+    cli_dir = tmp_path / "cli-run"
+    assert main(["detect", "--builtin", "--sample-per-class", "10", "--backbone", "scratch", "--classifier", "scratch-cnn",
+                 "--epochs", "3", "--encoder-epochs", "1", "--out", str(cli_dir), "--quiet"]) == 0  # fmt: skip
+    app_run, cli_run = (json.loads((d / "run.json").read_text()) for d in (job.run_dir, cli_dir))
+    assert app_run["config"] == cli_run["config"]
+    assert app_run["config"]["lr"] == 0.1 and app_run["config"]["schedule"] == "multistep"
+    assert app_run["config"]["alpha"] == 0.05 and app_run["config"]["classifier"] == "scratch-cnn"
+    app_samples, cli_samples = (pd.read_csv(d / "samples.csv") for d in (job.run_dir, cli_dir))
+    assert app_samples["given_label"].tolist() == cli_samples["given_label"].tolist()
+    assert abs(app_run["metrics"]["auroc"] - cli_run["metrics"]["auroc"]) < 0.05

@@ -34,6 +34,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--cifar10", metavar="ROOT", help="torchvision CIFAR-10 under ROOT")
     one.add_argument("--cifar100", metavar="ROOT", help="torchvision CIFAR-100 under ROOT")
     one.add_argument("--builtin", action="store_true", help="the built-in sample in sample_data/ (the default)")
+    group.add_argument("--sample-per-class", type=int, metavar="N",
+                       help=f"the built-in sample: images per class, up to 200 (default {SourceSpec().sample_per_class})")
     group.add_argument("--labels-key", default="labels", metavar="KEY",
                        help="feature files: array (npz) or column (parquet) holding the given labels, e.g. worse_labels")
     group.add_argument("--cifar-n", metavar="FILE", help="CIFAR-10N/100N label file (.pt) with human noisy labels")
@@ -118,4 +120,5 @@ def source_spec(args: argparse.Namespace) -> SourceSpec:
         kind, path = "builtin", None
     return SourceSpec(kind=kind, path=path, labels_key=args.labels_key, backbone=args.backbone,
                       clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
-                      cifar_n=args.cifar_n, human=args.human, download=args.download)  # fmt: skip
+                      cifar_n=args.cifar_n, human=args.human, download=args.download,
+                      **({} if args.sample_per_class is None else {"sample_per_class": args.sample_per_class}))  # fmt: skip

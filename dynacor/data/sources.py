@@ -629,6 +629,8 @@ def load_builtin_sample(
     class_names = _sample_classes(manifest_path)
     lookup = {c: i for i, c in enumerate(class_names)}
     clean = np.asarray([lookup[c] for c in table["clean_label"]], dtype=np.int64)
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
+        raise InputError("built-in sample", "sample_per_class", "an integer >= 1", repr(per_class))
     if per_class is not None:
         rank = table.groupby("clean_label").cumcount().to_numpy()
         table = table[rank < per_class].reset_index(drop=True)
