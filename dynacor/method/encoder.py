@@ -168,7 +168,9 @@ def fit_encoder(
             idx = order[start : start + batch_size]
             # Run the CNN once per distinct trajectory in the batch; per-sample terms are gathered.
             rows, local = torch.unique(inverse_t[idx], return_inverse=True)
-            z = encoder(x_unique[rows])[local]
+            # index_select, not z[local]: the backward of advanced indexing accumulates with
+            # atomics across threads on CPU, so its sums (and the flags) varied from run to run.
+            z = torch.index_select(encoder(x_unique[rows]), 0, local)
             q_b = soft_assign(z, mu_noisy, mu_clean)
             loss_c = clustering_loss(q_b, target_distribution(q_b))
             loss_a = alignment_loss(z, copy_t[idx], (q_b > 0.5).detach())
