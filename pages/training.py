@@ -128,9 +128,12 @@ def render() -> None:
 
     if status == runstore.FINISHED:
         try:
-            st.success(runstore.read_run(run_dir).get("summary", "Finished."))
+            info = runstore.read_run(run_dir)
         except (MissingError, CorruptError):
-            st.success("Finished.")
+            info = {}
+        st.success(info.get("summary", "Finished."))
+        for message in info.get("warnings") or []:
+            st.warning(message)
         c1, c2 = st.columns(2)
         if c1.button("See the clusters", key="to_clusters"):
             st.switch_page(PAGES["clusters"])

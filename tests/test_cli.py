@@ -39,7 +39,7 @@ def test_detect_writes_the_contract_files(blobs_npz, tmp_path, capsys):
     assert dynamics.dtype == np.int8 and dynamics.shape == (330, 6)
     assert set(np.unique(dynamics)) <= {-1, 1}
     info = json.loads((out / "run.json").read_text())
-    assert {"config", "chosen_epoch", "timings", "metrics"} <= set(info)
+    assert {"run_id", "config", "chosen_epoch", "timings", "metrics", "warnings"} <= set(info)
     assert info["config"]["epochs"] == 6
     assert json.loads((out / "status.json").read_text())["status"] == "finished"
 

@@ -133,3 +133,39 @@ def test_copies_never_keep_the_given_label():
     assert not np.any(copies.labels == given[copies.pair])
     # uniform over the other classes: every other class is used
     assert set(np.unique((copies.labels - given[copies.pair]) % 5)) == {1, 2, 3, 4}
+
+
+def test_clusters_are_oriented_by_the_copies_with_a_warning():
+    from dynacor.method.clustering import orient_by_copies
+
+    is_copy = np.r_[np.zeros(8, bool), np.ones(4, bool)]
+    swapped = np.r_[np.full(6, 0.8), np.full(2, 0.3), np.full(3, 0.2), 0.9]  # 1 of 4 copies "noisy"
+    q, warning = orient_by_copies(swapped, is_copy)
+    np.testing.assert_allclose(q, 1.0 - swapped)
+    assert warning is not None and "25%" in warning
+    kept, none = orient_by_copies(q, is_copy)
+    assert none is None and np.array_equal(kept, q)
+
+
+def test_a_flag_list_of_almost_nothing_or_everything_is_called_out():
+    from dynacor.method.clustering import flagged_share_warning
+
+    assert flagged_share_warning(np.r_[np.ones(3, bool), np.zeros(997, bool)]) is not None
+    assert flagged_share_warning(np.ones(100, bool)) is not None
+    assert flagged_share_warning(np.r_[np.ones(300, bool), np.zeros(700, bool)]) is None
+
+
+def test_encoder_says_so_when_no_state_is_valid():
+    """Constructed so that the validation metric is NaN in every state (no original in its
+    reference set): the run must not keep epoch 0 silently."""
+    from dynacor.method.encoder import fit_encoder
+
+    rng = np.random.default_rng(0)
+    signals = np.where(rng.random((300, 8)) < 0.8, 1.0, -1.0).astype(np.float32)
+    signals[250:] = -1.0  # the copies: never learned
+    is_copy = np.r_[np.zeros(250, bool), np.ones(50, bool)]
+    fit = fit_encoder(signals, is_copy, epochs=2, lr=1e-5, weight_decay=0.0, batch_size=128, rep_dim=16, alpha=0.5,
+                      generator=torch.Generator().manual_seed(0), in_reference=np.zeros(300, bool))  # fmt: skip
+    assert all(math.isnan(e["val_metric"]) for e in fit.epochs)
+    assert any("invalid for the validation metric" in w for w in fit.warnings)
+    assert np.mean(fit.q_noisy[is_copy] > 0.5) >= 0.5

@@ -38,6 +38,8 @@ class EpochTable:
                 eta_text = f", {eta:.0f} s left" if eta is not None else ""
                 print(f"  features {event['done']}/{event['total']} images ({event.get('images_per_s') or 0:.1f}/s{eta_text})",
                       file=out)  # fmt: skip
+        elif kind == "warning":
+            print(f"warning: {event['message']}", file=out)
         elif kind == "skipped":
             files = [f["path"] if isinstance(f, dict) else f for f in event.get("files", [])]
             more = f" and {len(files) - 10} more" if len(files) > 10 else ""

@@ -111,3 +111,42 @@ def validation_metric(q_noisy: np.ndarray, is_copy: np.ndarray, in_reference: np
     if not copies.any() or not originals.any():
         return float("nan")
     return float((q_noisy[copies].mean() - q_noisy[originals].mean()) ** 2)
+
+
+def orient_by_copies(q_noisy: np.ndarray, is_copy: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Scores whose noisy cluster holds most of the corrupted copies, and a warning when they had
+    to be turned round.
+
+    The copies are known to be noisy (at least 1 - 1/C of them), so a state that calls most of
+    them clean has its two clusters the wrong way round; swapping the two centroids turns every
+    score q into 1 - q.
+
+    Parameters
+    ----------
+    q_noisy : (S,) scores of originals and copies
+    is_copy : (S,) bool
+
+    Returns
+    -------
+    (S,) scores, and None or the warning to show the user
+    """
+    is_copy = np.asarray(is_copy, dtype=bool)
+    if not is_copy.any():
+        return q_noisy, None
+    share = float(np.mean(np.asarray(q_noisy)[is_copy] > 0.5))
+    if share >= 0.5:
+        return q_noisy, None
+    return 1.0 - np.asarray(q_noisy), (
+        f"the clusters were oriented by the copies: only {100 * share:.0f}% of the corrupted copies were in the "
+        "noisy cluster, so the two clusters were swapped"
+    )
+
+
+def flagged_share_warning(flagged: np.ndarray, low: float = 0.01, high: float = 0.9) -> str | None:
+    """A warning when (almost) nothing or (almost) everything is flagged: the two clusters have
+    then most likely not separated the noisy samples from the clean ones. flagged (N,) bool."""
+    share = float(np.mean(flagged)) if len(flagged) else 0.0
+    if low <= share <= high:
+        return None
+    return (f"{100 * share:.1f}% of the samples are flagged: the clean and noisy clusters have most likely not "
+            "separated (see the encoder curves on the Training page); treat the flags with care")

@@ -14,6 +14,7 @@ from dynacor.errors import Cancelled
 from dynacor.method.clustering import (
     alignment_loss,
     clustering_loss,
+    orient_by_copies,
     soft_assign,
     target_distribution,
     validation_metric,
@@ -51,6 +52,7 @@ class EncoderFit:
     chosen_epoch : 0 is the state right after centroid initialisation
     epochs : one dict per state (0..K): cluster and alignment loss, validation metric, F1 if known
     unique_count : number of distinct input trajectories the encoder ran over
+    warnings : what a user must know about the choice (no valid state, clusters oriented by copies)
     """
 
     q_noisy: np.ndarray
@@ -58,6 +60,7 @@ class EncoderFit:
     chosen_epoch: int
     epochs: list[dict] = field(default_factory=list)
     unique_count: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 def fit_encoder(
@@ -193,13 +196,23 @@ def fit_encoder(
         if selection == "last" or (selection == "validation" and np.isfinite(v) and not (v <= best[0])):
             best = (v, epoch, q, z_u)
 
-    _, chosen, q, z_u = best
+    v, chosen, q, z_u = best
+    warnings = []
+    if selection == "validation" and not np.isfinite(v):
+        warnings.append(
+            "every encoder state was invalid for the validation metric (most corrupted copies, or every "
+            f"original, fell in one cluster); kept epoch {chosen}"
+        )
+    q, oriented = orient_by_copies(q, is_copy)
+    if oriented is not None:
+        warnings.append(oriented)
     return EncoderFit(
         q_noisy=q.astype(np.float32),
         representations=z_u[inverse_t].cpu().numpy().astype(np.float32),
         chosen_epoch=chosen,
         epochs=log,
         unique_count=int(len(counts)),
+        warnings=warnings,
     )
 
 

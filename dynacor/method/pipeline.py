@@ -13,6 +13,7 @@ import torch
 
 from dynacor.errors import Cancelled
 from dynacor.method.classifier import HeadDynamics, train_head
+from dynacor.method.clustering import flagged_share_warning
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.corruption import make_copies
 from dynacor.method.device import pick_device, set_threads
@@ -45,6 +46,7 @@ class Result:
     margins_all : (S, E) float32 raw margins; q_noisy_all : (S,); representations_all : (S, K)
     classifier_epochs, encoder_epochs : per-epoch logs; chosen_epoch : the encoder state kept
     metrics : detection metrics when clean labels are known, else None
+    warnings : what a user must know before trusting the flags
     """
 
     config: dict[str, Any]
@@ -69,6 +71,7 @@ class Result:
     class_names: list[str] | None = None
     paths: np.ndarray | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def num_samples(self) -> int:
@@ -232,6 +235,12 @@ def run(
     t = _stage_start(emit, "report")
     q = fit.q_noisy[:n]
     flagged = q > 0.5
+    warnings = list(fit.warnings)
+    share_warning = flagged_share_warning(flagged)
+    if share_warning is not None:
+        warnings.append(share_warning)
+    for message in warnings:
+        emit("warning", message=message)
     late = head.late_probs[:n]
     suggested = late.argmax(axis=1).astype(np.int64)
     metrics = None
@@ -273,6 +282,7 @@ def run(
         class_names=data.class_names,
         paths=data.paths,
         source=dict(data.source),
+        warnings=warnings,
     )
 
 

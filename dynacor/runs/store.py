@@ -139,6 +139,7 @@ def write_result(run_dir: str | Path, result: Any) -> None:
             "chosen_epoch": result.chosen_epoch,
             "timings": result.timings,
             "metrics": result.metrics,
+            "warnings": result.warnings,
             "summary": result.summary(),
             "info": result.info,
             "num_samples": result.num_samples,

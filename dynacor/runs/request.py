@@ -1,0 +1,74 @@
+"""The one path from a request to a run, shared by the CLI, the app and scripts.
+
+A request is a data source (`SourceSpec`) plus the settings the user set (a dict of
+`DynaCorConfig` fields; what is absent was not set). `build_config` turns it into the run's
+config: defaults, then the source's own defaults (a network trained from scratch on pixels has
+the paper's from-scratch settings), then the user's values, which are never overridden.
+`prepare` adds the data loader, so the CLI and the app start identical runs from identical
+requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dynacor.data.spec import SourceSpec, make_loader
+from dynacor.errors import InputError
+from dynacor.method.config import DynaCorConfig
+from dynacor.method.validate import check_config
+from dynacor.runs.jobs import DataLoader
+
+# The paper's from-scratch setting (METHOD.md): ResNet-18, lr 0.1 with a multi-step schedule,
+# 100 epochs, alpha 0.05.
+SCRATCH_DEFAULTS: dict[str, Any] = {
+    "classifier": "scratch-resnet18", "lr": 0.1, "epochs": 100, "alpha": 0.05, "schedule": "multistep",
+}  # fmt: skip
+
+
+def source_defaults(spec: SourceSpec) -> dict[str, Any]:
+    """Config values that this source changes from `DynaCorConfig`'s defaults."""
+    return dict(SCRATCH_DEFAULTS) if trains_on_pixels(spec) else {}
+
+
+def trains_on_pixels(spec: SourceSpec) -> bool:
+    return spec.kind != "features" and spec.backbone == "scratch"
+
+
+def build_config(spec: SourceSpec, user: Mapping[str, Any] | None = None, file: str = "command line") -> DynaCorConfig:
+    """The config of a run of ``spec`` with the settings the user set (``user``; absent = not set).
+
+    Raises `InputError` for an unknown or invalid field, and for a classifier that cannot read
+    the source: pixels with the ``mlp`` head, or a from-scratch network on feature vectors.
+    """
+    user = {k: v for k, v in (user or {}).items() if v is not None}
+    values = {**source_defaults(spec), **user}
+    config = check_config(DynaCorConfig.from_dict(values), file)
+    if trains_on_pixels(spec) and not config.classifier.startswith("scratch-"):
+        raise InputError(file, "classifier", "a from-scratch network (scratch-cnn, scratch-resnet18, scratch-resnet34) "
+                         "with the scratch backbone: the features are raw pixels", repr(config.classifier))  # fmt: skip
+    if not trains_on_pixels(spec) and config.classifier != "mlp":
+        raise InputError(file, "classifier", "mlp for frozen features (from-scratch networks need --backbone scratch "
+                         "and an image source)", repr(config.classifier))  # fmt: skip
+    return config
+
+
+@dataclass
+class Prepared:
+    """What a run needs: its config, the loader its worker calls, and the source it records."""
+
+    config: DynaCorConfig
+    loader: DataLoader
+    source: dict
+
+
+def prepare(spec: SourceSpec, user: Mapping[str, Any] | None = None, file: str = "command line") -> Prepared:
+    """`build_config` plus the data loader. Feature files are read here, before any run directory
+    exists, so bad input writes nothing; image sources are read by the run's worker."""
+    config = build_config(spec, user, file)
+    loader = make_loader(spec, needs_clean=config.noise is not None, device=config.device, seed=config.seed)
+    if spec.kind == "features":
+        data = loader(lambda event: None, lambda: False)
+        return Prepared(config, lambda on_event, should_stop: data, {**data.source, "spec": spec.to_dict()})
+    return Prepared(config, loader, {"kind": spec.kind, "path": spec.path, "spec": spec.to_dict()})
