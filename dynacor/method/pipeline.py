@@ -22,7 +22,7 @@ from dynacor.method.encoder import fit_encoder
 from dynacor.method.featureset import FeatureSet
 from dynacor.method.metrics import detection_metrics
 from dynacor.method.noise import noise_rate, synthetic_labels
-from dynacor.method.validate import check_config, check_featureset
+from dynacor.method.validate import check_config, check_dynamics, check_featureset
 
 EventHandler = Callable[[dict], None]
 STAGES = ("prepare", "classifier", "encoder", "report")
@@ -160,7 +160,7 @@ def run(
     # seeds[0] drew the synthetic noise before `synthetic_labels` took that over; kept so that
     # copies and networks draw what they always drew.
     copy_rng = np.random.default_rng(seeds[1])
-    head_gen, enc_gen = (torch.Generator().manual_seed(int(s.generate_state(1)[0])) for s in seeds[2:])
+    head_gen = torch.Generator().manual_seed(int(seeds[2].generate_state(1)[0]))  # seeds[3]: the encoder's
 
     def stop_check() -> bool:
         return should_stop is not None and should_stop()
@@ -178,7 +178,6 @@ def run(
     if config.classifier == "mlp":
         features_all = np.concatenate([np.asarray(data.features, np.float32), np.asarray(aug[copies.pair], np.float32)])
     labels_all = np.concatenate([given, copies.labels])
-    is_copy = np.arange(n + copies.size) >= n
     realised = noise_rate(given, data.clean_labels) if data.clean_labels is not None else None
     emit("info", num_samples=n, num_copies=copies.size, num_classes=num_classes,
          noise_rate=realised, device=str(device), threads=threads)  # fmt: skip
@@ -203,11 +202,92 @@ def run(
     del features_all
     timings["classifier"] = _stage_end(emit, "classifier", t)
 
+    dynamics = Dynamics(
+        margins_all=head.margins, prob_given_all=head.prob_given, late_probs=head.late_probs[:n],
+        copy_pair=copies.pair, copy_labels=copies.labels, given_labels=given, clean_labels=data.clean_labels,
+        ids=data.sample_ids(), class_names=data.class_names, paths=data.paths, source=dict(data.source),
+        classifier_epochs=head.epochs,
+    )  # fmt: skip
+    info = {"num_classes": num_classes, "num_epochs": config.epochs, "realised_noise_rate": realised,
+            "device": str(device), "threads": threads}  # fmt: skip
+    return _detect(config, dynamics, emit, stop_check, device, timings, started_total, info)
+
+
+@dataclass
+class Dynamics:
+    """Training dynamics recorded by any classifier, with the corrupted copies that were trained on.
+
+    Attributes
+    ----------
+    margins_all : (S, E) float, logit margin of each row for its own label per epoch; S = N + M
+        rows, the N originals then the M copies
+    copy_pair : (M,) int64, the original of each copy; copy_labels : (M,) int64, its corrupted label
+    given_labels : (N,) int64, the labels judged
+    prob_given_all : (S, E) float or None, softmax probability of the own label (``signal="prob"``)
+    late_probs : (N, C) float or None, softmax averaged over the last epochs (suggested labels);
+        None: the suggested label is the given one with probability NaN
+    clean_labels : (N,) int64 or None, only to report metrics
+    ids, class_names, paths, source, classifier_epochs : carried into the `Result`
+    """
+
+    margins_all: np.ndarray
+    copy_pair: np.ndarray
+    copy_labels: np.ndarray
+    given_labels: np.ndarray
+    prob_given_all: np.ndarray | None = None
+    late_probs: np.ndarray | None = None
+    clean_labels: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    class_names: list[str] | None = None
+    paths: np.ndarray | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    classifier_epochs: list[dict] = field(default_factory=list)
+
+
+def detect(
+    config: DynaCorConfig,
+    dynamics: Dynamics,
+    on_event: EventHandler | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Result:
+    """The encoder, clustering and report of DynaCor on dynamics recorded elsewhere (any training
+    loop that trained on the corrupted copies, see `dynacor.method.corruption.make_copies`).
+
+    Parameters
+    ----------
+    config : encoder and selection settings are used (``signal``, ``encoder_*``, ``alpha``, ...)
+    dynamics : margins of originals and copies, checked here
+    on_event, should_stop : as in `run`
+
+    Returns
+    -------
+    Result
+    """
+    check_config(config)
+    dynamics = check_dynamics(dynamics, dynamics.source.get("file", "<arrays>"), needs_prob=config.signal == "prob")
+    emit = _emitter(on_event)
+    threads = set_threads(config.num_threads)
+    device = pick_device(config.device)
+    given, clean = dynamics.given_labels, dynamics.clean_labels
+    realised = noise_rate(given, clean) if clean is not None else None
+    info = {"num_epochs": int(dynamics.margins_all.shape[1]), "realised_noise_rate": realised,
+            "device": str(device), "threads": threads}  # fmt: skip
+    return _detect(config, dynamics, emit, lambda: should_stop is not None and should_stop(), device, {},
+                   time.perf_counter(), info)  # fmt: skip
+
+
+def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, started_total, info) -> Result:
+    n = len(dynamics.given_labels)
+    m = len(dynamics.copy_pair)
+    margins = np.asarray(dynamics.margins_all, dtype=np.float32)
+    is_copy = np.arange(n + m) >= n
+    enc_gen = torch.Generator().manual_seed(int(np.random.SeedSequence(config.seed).spawn(4)[3].generate_state(1)[0]))
+
     # Encoder and clustering.
     t = _stage_start(emit, "encoder", total=config.encoder_epochs)
     truly_noisy = None
-    if data.clean_labels is not None:
-        truly_noisy = given != data.clean_labels
+    if dynamics.clean_labels is not None:
+        truly_noisy = dynamics.given_labels != dynamics.clean_labels
 
     def score_epoch(q_all: np.ndarray) -> dict:
         m = detection_metrics(q_all[:n] > 0.5, truly_noisy, q_all[:n])
@@ -215,10 +295,10 @@ def run(
 
     in_reference = None
     if config.val_originals == "paired":
-        in_reference = np.zeros(n + copies.size, dtype=bool)
-        in_reference[copies.pair] = True
+        in_reference = np.zeros(n + m, dtype=bool)
+        in_reference[dynamics.copy_pair] = True
     fit = fit_encoder(
-        encoder_input(head.margins, head.prob_given, config.signal), is_copy,
+        encoder_input(margins, dynamics.prob_given_all, config.signal), is_copy,
         epochs=config.encoder_epochs, lr=config.encoder_lr, weight_decay=config.encoder_weight_decay,
         batch_size=config.encoder_batch_size, rep_dim=config.rep_dim, alpha=config.alpha,
         generator=enc_gen, use_cluster_loss=config.cluster_loss, use_align_loss=config.align_loss,
@@ -241,47 +321,45 @@ def run(
         warnings.append(share_warning)
     for message in warnings:
         emit("warning", message=message)
-    late = head.late_probs[:n]
-    suggested = late.argmax(axis=1).astype(np.int64)
+    if dynamics.late_probs is not None:
+        late = np.asarray(dynamics.late_probs)
+        suggested = late.argmax(axis=1).astype(np.int64)
+        suggested_prob = late[np.arange(n), suggested].astype(np.float32)
+    else:
+        suggested = np.asarray(dynamics.given_labels, dtype=np.int64)
+        suggested_prob = np.full(n, np.nan, dtype=np.float32)
     metrics = None
     if truly_noisy is not None:
         metrics = detection_metrics(flagged, truly_noisy, q)
     timings["report"] = _stage_end(emit, "report", t)
     timings["total"] = time.perf_counter() - started_total
-    info = {
-        "num_samples": n,
-        "num_copies": copies.size,
-        "num_classes": num_classes,
-        "num_epochs": config.epochs,
-        "unique_trajectories": fit.unique_count,
-        "realised_noise_rate": realised,
-        "device": str(device),
-        "threads": threads,
-        "versions": library_versions(),
-    }
+    num_classes = (len(dynamics.class_names) if dynamics.class_names is not None
+                   else int(max(dynamics.given_labels.max(), dynamics.copy_labels.max(initial=0))) + 1)  # fmt: skip
+    info = {"num_samples": n, "num_copies": m, "num_classes": num_classes, **info,
+            "unique_trajectories": fit.unique_count, "versions": library_versions()}  # fmt: skip
     return Result(
         config=config.to_dict(),
-        ids=data.sample_ids(),
-        given_labels=given,
+        ids=dynamics.ids if dynamics.ids is not None else np.arange(n),
+        given_labels=dynamics.given_labels,
         suggested_labels=suggested,
-        suggested_prob=late[np.arange(n), suggested].astype(np.float32),
+        suggested_prob=suggested_prob,
         q_noisy=q,
         flagged=flagged,
-        clean_labels=data.clean_labels,
-        copy_pair=copies.pair,
-        copy_labels=copies.labels,
-        margins_all=head.margins,
+        clean_labels=dynamics.clean_labels,
+        copy_pair=dynamics.copy_pair,
+        copy_labels=dynamics.copy_labels,
+        margins_all=margins,
         q_noisy_all=fit.q_noisy,
         representations_all=fit.representations,
-        classifier_epochs=head.epochs,
+        classifier_epochs=dynamics.classifier_epochs,
         encoder_epochs=fit.epochs,
         chosen_epoch=fit.chosen_epoch,
         metrics=metrics,
         timings=timings,
         info=info,
-        class_names=data.class_names,
-        paths=data.paths,
-        source=dict(data.source),
+        class_names=dynamics.class_names,
+        paths=dynamics.paths,
+        source=dynamics.source,
         warnings=warnings,
     )
 

@@ -140,6 +140,52 @@ def check_featureset(data: FeatureSet, file: str = "<arrays>", needs_clean: bool
     )
 
 
+def check_dynamics(dynamics, file: str = "<arrays>", needs_prob: bool = False):
+    """Check recorded dynamics (`dynacor.method.pipeline.Dynamics`); returns a copy with normalised dtypes.
+
+    Rows of ``margins_all`` are the N originals then the M copies; ``copy_pair`` indexes originals.
+    """
+    import dataclasses
+
+    margins = _matrix(dynamics.margins_all, file, "margins")
+    s, e = margins.shape
+    if e < 2:
+        raise InputError(file, "margins", "at least 2 epochs (columns)", f"shape {margins.shape}")
+    pair = np.asarray(dynamics.copy_pair).reshape(-1)
+    m = pair.shape[0]
+    n = s - m
+    if m == 0 or n <= 0:
+        raise InputError(file, "pair", f"between 1 and {s - 1} corrupted copies (rows of margins after the originals)",
+                         f"{m} copies for {s} rows")  # fmt: skip
+    if pair.dtype.kind not in "iu" or pair.min() < 0 or pair.max() >= n:
+        raise InputError(file, "pair", f"integer indices of originals in [0, {n})", f"dtype {pair.dtype}, range "
+                         f"[{pair.min()}, {pair.max()}]")  # fmt: skip
+    given = _labels(dynamics.given_labels, file, "given_labels", n)
+    copy_labels = _labels(dynamics.copy_labels, file, "labels", m)
+    if np.any(copy_labels == given[pair]):
+        raise InputError(file, "labels", "each copy's label different from its original's given label",
+                         f"{int(np.sum(copy_labels == given[pair]))} copies with their original's label")  # fmt: skip
+    clean = None if dynamics.clean_labels is None else _labels(dynamics.clean_labels, file, "clean_labels", n)
+    prob = None
+    if dynamics.prob_given_all is not None:
+        prob = _matrix(dynamics.prob_given_all, file, "prob_given")
+        if prob.shape != margins.shape:
+            raise InputError(file, "prob_given", f"the shape of margins {margins.shape}", prob.shape)
+    if needs_prob and prob is None:
+        raise InputError(file, "prob_given", "present for signal 'prob'", "no such field")
+    late = None
+    if dynamics.late_probs is not None:
+        late = _matrix(dynamics.late_probs, file, "late_probs")
+        if late.shape[0] != n:
+            raise InputError(file, "late_probs", f"{n} rows (one per original)", late.shape)
+    ids = None if dynamics.ids is None else np.asarray(dynamics.ids).reshape(-1)
+    if ids is not None and ids.shape[0] != n:
+        raise InputError(file, "ids", f"length {n} (one per original)", f"length {ids.shape[0]}")
+    return dataclasses.replace(dynamics, margins_all=margins.astype(np.float32), copy_pair=pair.astype(np.int64),
+                               copy_labels=copy_labels, given_labels=given, clean_labels=clean, prob_given_all=prob,
+                               late_probs=late, ids=ids)  # fmt: skip
+
+
 def _matrix(values: object, file: str, field: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
