@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dynacor.runs import store as runstore
+from dynacor.errors import DynacorError
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.dynamics import margin_signs
-from dynacor.errors import DynacorError
 from dynacor.method.featureset import FeatureSet
 from dynacor.method.knn import label_votes, nearest_neighbours
 from dynacor.method.metrics import detection_metrics
+from dynacor.runs import store as runstore
 
 
 def knn_suggestions(features: np.ndarray, labels: np.ndarray, num_classes: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

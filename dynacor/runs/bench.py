@@ -22,8 +22,8 @@ import numpy as np
 from dynacor import baselines
 from dynacor.baselines.registry import METHODS as REGISTRY
 from dynacor.baselines.registry import run_method
-from dynacor.method.config import DynaCorConfig
 from dynacor.errors import InputError
+from dynacor.method.config import DynaCorConfig
 from dynacor.method.featureset import FeatureSet
 from dynacor.method.metrics import detection_metrics
 from dynacor.method.noise import synthetic_labels

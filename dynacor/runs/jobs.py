@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynacor.runs import store as runstore
-from dynacor.method.config import DynaCorConfig
 from dynacor.errors import Cancelled, DynacorError
+from dynacor.method.config import DynaCorConfig
 from dynacor.method.featureset import FeatureSet
 from dynacor.method.pipeline import Result, run
+from dynacor.runs import store as runstore
 
 # Loads the data for a job; gets the job's event handler (for extraction progress) and stop check.
 DataLoader = Callable[[Callable[[dict], None], Callable[[], bool]], FeatureSet]

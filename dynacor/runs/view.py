@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dynacor.runs import store as runstore
 from dynacor.errors import InputError
+from dynacor.runs import store as runstore
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_DIR / "sample_data"
