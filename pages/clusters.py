@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from dynacor.data import thumbnails as sample_images
+from dynacor.data import thumbnails
 from dynacor.runs import store as runstore
 from dynacor.runs import umap_map
 from pages._common import (
@@ -147,7 +147,7 @@ if "path" in frame:
     shown = chosen.head(MAX_THUMBS)
     cols = st.columns(8)
     for k, (_, row) in enumerate(shown.iterrows()):
-        image = sample_images.for_display(sample_images.load_image(source, row["path"]), size=96)
+        image = thumbnails.for_display(thumbnails.load_image(source, row["path"]), size=96)
         cols[k % 8].image(image, caption=f"{row['id']}: {label_name(names, row['given_label'])}")
     if len(chosen) > MAX_THUMBS:
         st.caption(f"Thumbnails of the first {MAX_THUMBS}; the table lists all.")

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from dynacor.data import thumbnails as sample_images
+from dynacor.data import thumbnails
 from dynacor.runs import view as runview
 from pages._common import (
     array,
@@ -53,8 +53,8 @@ st.query_params.update({"run": name, "id": str(row["id"])})
 left, right = st.columns([1, 2])
 with left:
     if "path" in frame:
-        image = sample_images.load_image(run_info(name).get("source"), row.get("path"))
-        st.image(sample_images.for_display(image), caption=str(row.get("path", "")))
+        image = thumbnails.load_image(run_info(name).get("source"), row.get("path"))
+        st.image(thumbnails.for_display(image), caption=str(row.get("path", "")))
     else:
         st.info("Feature-only run: this sample has no image.")
 with right:

@@ -3,7 +3,7 @@
 A binary classifier learns clean-vs-noisy from the dynamics of a training split with the true
 flags, and is scored on a held-out split. It says how much of the noisy/clean separation the
 dynamics carry at all, so DynaCor (which never sees the truth) can be compared with it. It is
-deliberately absent from `dynacor.runs.bench.run_method` and from ``dynacor detect``.
+deliberately absent from `dynacor.baselines.registry.run_method` and from ``dynacor detect``.
 """
 
 from __future__ import annotations

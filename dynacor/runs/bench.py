@@ -1,11 +1,10 @@
 """``dynacor bench``: methods x noise settings x seeds on one feature file, as a table.
 
 Every method in one (setting, seed) cell sees exactly the same given labels: synthetic noise is
-applied here, once, to ``clean_labels`` with a generator seeded by (seed, setting), and DynaCor
-gets those labels with ``noise=None``. Avg-GMM and the oracle ceiling read the margins of that
-cell's DynaCor run (the same dynamics) when DynaCor is in the grid.
-
-`run_method` is the one entry point for running a single detector on a `FeatureSet`.
+applied here, once, to ``clean_labels`` by `dynacor.method.noise.synthetic_labels` (the same
+labels ``detect --noise`` draws), and DynaCor gets those labels with ``noise=None``. Avg-GMM and
+the oracle ceiling read the margins of that cell's DynaCor run (the same dynamics) when DynaCor is
+in the grid. Each method runs through `dynacor.baselines.registry.run_method`.
 """
 
 from __future__ import annotations
