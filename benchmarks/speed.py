@@ -21,7 +21,7 @@ from dynacor import DynaCorConfig, run
 from dynacor.data.featurefile import load_features
 from dynacor.method.corruption import make_copies
 from dynacor.method.device import set_threads
-from dynacor.method.nets import mlp_head
+from dynacor.method.nets import make_sgd, mlp_head
 
 
 def plain_training(features: np.ndarray, labels: np.ndarray, num_classes: int, config: DynaCorConfig) -> float:
@@ -31,9 +31,8 @@ def plain_training(features: np.ndarray, labels: np.ndarray, num_classes: int, c
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
     head = mlp_head(x.shape[1], num_classes, config.hidden, generator)
-    optimiser = torch.optim.SGD(head.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
+    optimiser, scheduler = make_sgd(head.parameters(), config.lr, config.momentum, config.weight_decay,
+                                    config.schedule, config.epochs)  # fmt: skip
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(config.epochs):
         order = torch.randperm(len(y), generator=generator)
