@@ -64,17 +64,17 @@ with st.form("start_run"):
         help="default: the MLP head on frozen features; with the scratch backbone "
         f"{SCRATCH_DEFAULTS['classifier']} (scratch-cnn is a small CNN, much faster on a CPU)",
     )  # fmt: skip
-    st.caption("Empty fields take the defaults, which depend on the backbone: the scratch backbone trains "
-               "a network on the pixels with the paper's from-scratch settings.")  # fmt: skip
+    st.caption("Empty fields take the default shown in them; the scratch backbone trains a network on the "
+               "pixels with the paper's from-scratch settings.")  # fmt: skip
     m1, m2, m3, m4 = st.columns(4)
     gamma = m1.number_input("gamma (corrupted copies)", 0.01, 1.0, None, 0.01, key="gamma",
-                            placeholder=f"default {DEFAULTS.gamma}")  # fmt: skip
+                            placeholder=f"{DEFAULTS.gamma}")  # fmt: skip
     alpha = m2.number_input("alpha (alignment weight)", 0.0, 10.0, None, 0.05, key="alpha",
-                            placeholder=f"default {DEFAULTS.alpha}; scratch {SCRATCH_DEFAULTS['alpha']}")  # fmt: skip
+                            placeholder=f"{DEFAULTS.alpha} (scratch {SCRATCH_DEFAULTS['alpha']})")  # fmt: skip
     epochs = m3.number_input("Classifier epochs", 2, 500, None, 1, key="epochs",
-                             placeholder=f"default {DEFAULTS.epochs}; scratch {SCRATCH_DEFAULTS['epochs']}")  # fmt: skip
+                             placeholder=f"{DEFAULTS.epochs} (scratch {SCRATCH_DEFAULTS['epochs']})")  # fmt: skip
     encoder_epochs = m4.number_input("Encoder epochs", 1, 200, None, 1, key="encoder_epochs",
-                                     placeholder=f"default {DEFAULTS.encoder_epochs}")  # fmt: skip
+                                     placeholder=f"{DEFAULTS.encoder_epochs}")  # fmt: skip
     start = st.form_submit_button("Start run", type="primary")
 
 if start:
