@@ -1,13 +1,22 @@
 """Review of flagged samples: decisions, the queue, the store that keeps them, the export.
 
-Pure DataFrame functions (`decisions`, `queue`, `export`) apart from the store (`store`, SQLAlchemy).
+Pure DataFrame functions (`decisions`, `queue`, `quality`, `export`) apart from the store (`store`,
+SQLAlchemy).
 """
 
 from dynacor.review.decisions import DECISIONS, LABELLED, decision_label
 from dynacor.review.export import EXPORT_COLUMNS, class_names_of, final_labels, summary_per_class
+from dynacor.review.quality import (
+    audit_order,
+    quality_lines,
+    queue_with_audit,
+    review_quality,
+    wilson_interval,
+)
 from dynacor.review.queue import flagged_sorted, queue, sample_keys
 
 __all__ = [
     "DECISIONS", "EXPORT_COLUMNS", "LABELLED", "class_names_of", "decision_label", "final_labels",
-    "flagged_sorted", "queue", "sample_keys", "summary_per_class",
+    "audit_order", "flagged_sorted", "quality_lines", "queue", "queue_with_audit", "review_quality", "sample_keys",
+    "summary_per_class", "wilson_interval",
 ]  # fmt: skip

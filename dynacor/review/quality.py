@@ -1,0 +1,156 @@
+"""Quality measured by the review itself: how many flags were right, and how many errors are left.
+
+The annotators' decisions are the ground truth this module counts: on a flagged sample, ``keep``
+is a false alarm and ``accept``, ``relabel`` and ``remove`` are true errors (``unsure`` counts for
+neither). An audit mixes a random sample of the unflagged samples into the queue, so the errors
+the detector missed are measured too. Intervals are Wilson score intervals (binomial).
+
+Pure functions on DataFrames: ``samples`` is a run's per-sample table (``id``, ``flagged``, ...),
+``latest`` the latest decision per sample (`dynacor.review.store.ReviewStore.latest_decisions`).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from dynacor.review.queue import sample_keys
+
+ERRORS = ("accept", "relabel", "remove")
+FALSE_ALARMS = ("keep",)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion; ``(0, 1)`` when ``n`` is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def audit_order(samples: pd.DataFrame, run_key: str) -> pd.DataFrame:
+    """The unflagged samples in the audit's random order, with a ``key`` column.
+
+    The order depends on the run only (its id seeds the generator), so every annotator and every
+    session draws the same audit cards, and an audit decision is recognised later by membership.
+    """
+    unflagged = samples[~samples["flagged"].astype(bool)].copy()
+    unflagged["key"] = sample_keys(unflagged)
+    rng = np.random.default_rng(np.random.SeedSequence([zlib.crc32(str(run_key).encode()), 2024]))
+    return unflagged.iloc[rng.permutation(len(unflagged))]
+
+
+def queue_with_audit(queue: pd.DataFrame, audit: pd.DataFrame, every: int) -> pd.DataFrame:
+    """Cards in review order with one audit card after every ``every - 1`` flagged cards.
+
+    Parameters
+    ----------
+    queue : flagged cards to show, in order (from `dynacor.review.queue.queue`)
+    audit : undecided audit cards, in audit order (from `audit_order`, decided ones removed)
+    every : one card in ``every`` is an audit card (>= 2)
+
+    Returns
+    -------
+    The cards with an ``audit`` column (bool); audit cards left over follow the flagged ones.
+    """
+    if every < 2:
+        raise ValueError(f"every must be at least 2, got {every}")
+    flagged = queue.assign(audit=False)
+    audits = audit.assign(audit=True, decision="")
+    slots = len(flagged) // (every - 1)
+    position = np.r_[np.arange(len(flagged)) + np.arange(len(flagged)) // (every - 1),
+                     np.arange(min(slots, len(audits))) * every + (every - 1)]  # fmt: skip
+    mixed = pd.concat([flagged, audits.iloc[: min(slots, len(audits))]], ignore_index=True)
+    mixed = mixed.iloc[np.argsort(position, kind="stable")]
+    rest = audits.iloc[min(slots, len(audits)) :]
+    return pd.concat([mixed, rest], ignore_index=True)
+
+
+def review_quality(samples: pd.DataFrame, latest: pd.DataFrame, audit_keys=(), confidence: float = 0.95) -> dict:
+    """What the decisions so far say about the flags and about the labels left wrong.
+
+    Parameters
+    ----------
+    samples : the run's per-sample table (N rows)
+    latest : latest decision per sample (``sample``, ``decision``)
+    audit_keys : keys of the audit sample (decisions on them measure the unflagged part)
+    confidence : of the Wilson intervals
+
+    Returns
+    -------
+    dict with
+    - ``precision``: ``{"value", "low", "high", "errors", "decided"}`` over the decided flagged
+      samples (``unsure`` excluded); value None before any decision
+    - ``unflagged_error_rate``: the same over the audited unflagged samples
+    - ``remaining_errors``: ``{"value", "low", "high", "count", "of"}``: the estimated fraction
+      of the labels still wrong after the decisions so far: errors among the unflagged samples
+      not audited (rate x count) plus errors among the flagged samples not yet decided
+      (precision x count), over the samples kept (removed ones are dropped); None until both
+      the flags and the audit have decisions
+    - counts: ``samples``, ``flagged``, ``unflagged``, ``decided_flagged``, ``audited``
+    """
+    keys = sample_keys(samples)
+    is_flagged = samples["flagged"].astype(bool).to_numpy()
+    decision = keys.map(dict(zip(latest["sample"], latest["decision"], strict=False)) if len(latest) else {})
+    decision = decision.fillna("").to_numpy(dtype=object)
+    audited = keys.isin(set(map(str, audit_keys))).to_numpy() & ~is_flagged
+    error = np.isin(decision, ERRORS)
+    alarm = np.isin(decision, FALSE_ALARMS)
+
+    def proportion(mask: np.ndarray) -> dict:
+        k, n = int((error & mask).sum()), int(((error | alarm) & mask).sum())
+        low, high = wilson_interval(k, n, confidence)
+        return {"value": k / n if n else None, "low": low, "high": high, "errors": k, "decided": n}
+
+    precision = proportion(is_flagged)
+    unflagged = proportion(audited)
+    total = len(samples)
+    kept = total - int((decision == "remove").sum())
+    out = {"precision": precision, "unflagged_error_rate": unflagged, "remaining_errors": None,
+           "samples": total, "flagged": int(is_flagged.sum()), "unflagged": int((~is_flagged).sum()),
+           "decided_flagged": precision["decided"], "audited": unflagged["decided"], "confidence": confidence}  # fmt: skip
+    if precision["value"] is not None and unflagged["value"] is not None and kept > 0:
+        undecided_flagged = int((is_flagged & ~(error | alarm)).sum())
+        unaudited = int((~is_flagged & ~(audited & (error | alarm))).sum())
+
+        def left(p: float, r: float) -> float:
+            return (r * unaudited + p * undecided_flagged) / kept
+
+        out["remaining_errors"] = {
+            "value": left(precision["value"], unflagged["value"]),
+            "low": left(precision["low"], unflagged["low"]),
+            "high": left(precision["high"], unflagged["high"]),
+            "count": left(precision["value"], unflagged["value"]) * kept,
+            "of": kept,
+        }
+    return out
+
+
+def quality_lines(quality: dict) -> list[str]:
+    """The figures as sentences, for the Review and Export pages and the exported summary."""
+    lines = []
+    p = quality["precision"]
+    if p["value"] is None:
+        lines.append("Precision of the flags: no decision yet.")
+    else:
+        lines.append(f"Precision of the flags, measured: {100 * p['value']:.0f}% ({100 * p['low']:.0f}-"
+                     f"{100 * p['high']:.0f}%, from {p['decided']:,} decisions)")  # fmt: skip
+    u = quality["unflagged_error_rate"]
+    if u["value"] is not None:
+        lines.append(f"Errors among the unflagged, audited: {100 * u['value']:.1f}% ({100 * u['low']:.1f}-"
+                     f"{100 * u['high']:.1f}%, from {u['decided']:,} audit cards)")  # fmt: skip
+    r = quality.get("remaining_errors")
+    if r is not None:
+        lines.append(f"After this review, about {100 * r['value']:.1f}% ({100 * r['low']:.1f}-{100 * r['high']:.1f}%) "
+                     "of the labels are still wrong")  # fmt: skip
+    elif u["value"] is None:
+        lines.append("Turn the audit on to estimate the errors left among the unflagged samples.")
+    return lines
