@@ -17,11 +17,13 @@ from typing import Any
 from dynacor.errors import Cancelled, DynacorError
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.featureset import FeatureSet
-from dynacor.method.pipeline import Result, run
+from dynacor.method.pipeline import Dynamics, Result, detect, run
 from dynacor.runs import store as runstore
 
 # Loads the data for a job; gets the job's event handler (for extraction progress) and stop check.
-DataLoader = Callable[[Callable[[dict], None], Callable[[], bool]], FeatureSet]
+# A `FeatureSet` gets the whole method (`run`); `Dynamics` recorded by another training loop get
+# the encoder, clustering and report only (`detect`).
+DataLoader = Callable[[Callable[[dict], None], Callable[[], bool]], FeatureSet | Dynamics]
 
 
 class JobBusy(DynacorError):
@@ -119,7 +121,11 @@ class Job:
             started = time.perf_counter()
             data = self._load_data(self._on_event, self._stop.is_set)
             self._on_event({"type": "stage_end", "stage": "features", "seconds": time.perf_counter() - started})
-            result = run(self.config, data, on_event=self._on_event, should_stop=self._stop.is_set)
+            if isinstance(data, Dynamics):
+                self._replay_classifier(data)
+                result = detect(self.config, data, on_event=self._on_event, should_stop=self._stop.is_set)
+            else:
+                result = run(self.config, data, on_event=self._on_event, should_stop=self._stop.is_set)
             result.timings["features"] = time.perf_counter() - started - result.timings["total"]
             runstore.write_result(self.run_dir, result)
             self.result = result
@@ -131,6 +137,21 @@ class Job:
             message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, DynacorError) else str(exc)
             runstore.mark_failed(self.run_dir, message, traceback.format_exc())
             self._finish(runstore.FAILED, error=message, error_type=type(exc).__name__)
+
+    def _replay_classifier(self, dynamics: Dynamics) -> None:
+        """The recorded classifier's epochs as events, so readers draw its curves as for any run."""
+        epochs = dynamics.classifier_epochs
+        n, m = len(dynamics.given_labels), len(dynamics.copy_pair)
+        self._on_event({"type": "info", "num_samples": n, "num_copies": m, "num_epochs": int(dynamics.margins_all.shape[1]),
+                        "num_classes": len(dynamics.class_names) if dynamics.class_names is not None else None,
+                        "recorded": True})  # fmt: skip
+        if not epochs:
+            return
+        self._on_event({"type": "stage_start", "stage": "classifier", "total": len(epochs), "recorded": True})
+        for entry in epochs:
+            self._on_event({"type": "classifier_epoch", "of": len(epochs), **entry})
+        seconds = sum(float(e.get("seconds", 0.0) or 0.0) for e in epochs)
+        self._on_event({"type": "stage_end", "stage": "classifier", "seconds": seconds, "recorded": True})
 
     def _finish(self, status: str, **fields: Any) -> None:
         with self._lock:

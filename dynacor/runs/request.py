@@ -5,7 +5,8 @@ A request is a data source (`SourceSpec`) plus the settings the user set (a dict
 config: defaults, then the source's own defaults (a network trained from scratch on pixels has
 the paper's from-scratch settings), then the user's values, which are never overridden.
 `prepare` adds the data loader, so the CLI and the app start identical runs from identical
-requests.
+requests. `prepare_recorded` does the same for dynamics recorded by another training loop
+(`dynacor.record`): only the encoder, clustering and report run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from dynacor.data.spec import SourceSpec, make_loader
 from dynacor.errors import InputError
 from dynacor.method.config import DynaCorConfig
+from dynacor.method.pipeline import Dynamics
 from dynacor.method.validate import check_config
 from dynacor.runs.jobs import DataLoader
 
@@ -72,3 +74,32 @@ def prepare(spec: SourceSpec, user: Mapping[str, Any] | None = None, file: str =
         data = loader(lambda event: None, lambda: False)
         return Prepared(config, lambda on_event, should_stop: data, {**data.source, "spec": spec.to_dict()})
     return Prepared(config, loader, {"kind": spec.kind, "path": spec.path, "spec": spec.to_dict()})
+
+
+# Settings of the classifier stage, which ran where the dynamics were recorded.
+CLASSIFIER_FIELDS = ("classifier", "epochs", "lr", "momentum", "weight_decay", "batch_size", "hidden",
+                     "schedule", "record", "late_epochs", "gamma", "noise")  # fmt: skip
+
+
+def recorded_config(dynamics: Dynamics, user: Mapping[str, Any] | None = None, file: str = "command line") -> DynaCorConfig:
+    """The config of a run on recorded ``dynamics`` with the settings the user set.
+
+    ``epochs`` and ``gamma`` are what the recording holds (E, and M / N when in (0, 1]), so the
+    run's config.json says what was trained rather than the defaults of a classifier that never
+    ran here. Raises `InputError` for an unknown or invalid field.
+    """
+    values = {k: v for k, v in (user or {}).items() if v is not None}
+    n, m = len(dynamics.given_labels), len(dynamics.copy_pair)
+    values["epochs"] = int(dynamics.margins_all.shape[1])
+    if 0 < m <= n:
+        values["gamma"] = m / n
+    return check_config(DynaCorConfig.from_dict(values), file)
+
+
+def prepare_recorded(
+    dynamics: Dynamics, source: dict, user: Mapping[str, Any] | None = None, file: str = "command line"
+) -> Prepared:
+    """`recorded_config` plus a loader that hands ``dynamics`` (already read and checked, so bad
+    input writes nothing) to the job, which then runs `dynacor.method.pipeline.detect` on it."""
+    config = recorded_config(dynamics, user, file)
+    return Prepared(config, lambda on_event, should_stop: dynamics, dict(source))
