@@ -1,0 +1,238 @@
+"""The dynamics file: recorded training dynamics in one .npz, and reading them back (also from a
+finished run directory), so ``dynacor detect --dynamics`` can judge a training run done elsewhere.
+
+Fields of the .npz (S = N + M rows: the N originals, then the M copies; E epochs; C classes)::
+
+    margins        (S, E) float32   logit margin of each row for its own label, per epoch  [required]
+    pair           (M,)   int64     the original of each copy                                [required]
+    labels         (M,)   int64     each copy's corrupted label                              [required]
+    given_labels   (N,)   int64     the labels judged                                        [required]
+    prob_given     (S, E) float32   softmax probability of the own label (signal "prob")
+    late_probs     (N, C) float32   softmax averaged over the last epochs (suggested labels)
+    clean_labels   (N,)   int64     ground truth, for metrics only
+    ids            (N,)             sample ids; paths (N,) str; class_names (C,) str
+    classifier_epochs, source       JSON text: the classifier's per-epoch log, where the data came from
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynacor.errors import CorruptError, InputError, MissingError
+from dynacor.method.pipeline import Dynamics
+from dynacor.method.validate import check_dynamics
+
+REQUIRED = ("margins", "pair", "labels", "given_labels")
+OPTIONAL_ARRAYS = ("prob_given", "late_probs", "clean_labels", "ids", "paths", "class_names")
+JSON_FIELDS = ("classifier_epochs", "source")
+
+
+def save_dynamics(path: str | Path, dynamics: Dynamics) -> Path:
+    """Write ``dynamics`` (checked first) as a .npz file readable by `load_dynamics`; returns the path."""
+    from dynacor import atomic
+
+    path = Path(path)
+    dynamics = check_dynamics(dynamics, str(path))
+    arrays: dict[str, np.ndarray] = {
+        "margins": np.asarray(dynamics.margins_all, dtype=np.float32),
+        "pair": dynamics.copy_pair.astype(np.int64),
+        "labels": dynamics.copy_labels.astype(np.int64),
+        "given_labels": dynamics.given_labels.astype(np.int64),
+    }
+    optional = {"prob_given": dynamics.prob_given_all, "late_probs": dynamics.late_probs,
+                "clean_labels": dynamics.clean_labels, "ids": dynamics.ids, "paths": dynamics.paths,
+                "class_names": dynamics.class_names}  # fmt: skip
+    for name, value in optional.items():
+        if value is not None:
+            arr = np.asarray(value)
+            if arr.dtype == object:  # np.load refuses pickled arrays; text is stored as unicode
+                arr = arr.astype(str)
+            arrays[name] = arr.astype(np.float32) if name in ("prob_given", "late_probs") else arr
+    arrays["classifier_epochs"] = np.array(json.dumps(dynamics.classifier_epochs, default=_plain))
+    source = {k: v for k, v in dynamics.source.items() if k != "dynamics"}
+    arrays["source"] = np.array(json.dumps(source, default=_plain))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.save_npz(path, **arrays)
+    return path
+
+
+def load_dynamics(path: str | Path) -> Dynamics:
+    """Read recorded dynamics from a .npz dynamics file or a finished run directory, checked.
+
+    Parameters
+    ----------
+    path : a file written by `save_dynamics` (or any .npz with the fields above), or a run
+        directory (its margins.npy, copies.npz and samples table; the suggested labels and
+        probabilities of that run are kept)
+
+    Returns
+    -------
+    Dynamics whose ``source`` records ``dynamics`` (the path read) besides the original source.
+
+    Raises
+    ------
+    MissingError when nothing is at ``path``; InputError naming the file and field otherwise.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _from_run_dir(path)
+    if not path.exists():
+        raise MissingError(f"{path}: no such file or run directory")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise InputError(path, None, "a .npz archive of named arrays (margins, pair, labels, given_labels)",
+                             f"a single {type(archive).__name__}")  # fmt: skip
+        with archive:
+            fields = {name: archive[name] for name in archive.files}
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(path, None, "a readable .npz dynamics file (see dynacor.record.files)", str(exc)) from None
+    for name in REQUIRED:
+        if name not in fields:
+            raise InputError(path, name, "present (a dynamics file holds margins, pair, labels, given_labels)",
+                             f"no such field (fields: {', '.join(sorted(fields)) or 'none'})")  # fmt: skip
+    texts = {name: _json(fields, name, path) for name in JSON_FIELDS}
+    source = texts["source"] if isinstance(texts["source"], dict) else {}
+    epochs = texts["classifier_epochs"] if isinstance(texts["classifier_epochs"], list) else []
+    class_names = fields.get("class_names")
+    dynamics = Dynamics(
+        margins_all=fields["margins"], copy_pair=fields["pair"], copy_labels=fields["labels"],
+        given_labels=fields["given_labels"], prob_given_all=fields.get("prob_given"),
+        late_probs=fields.get("late_probs"), clean_labels=fields.get("clean_labels"), ids=fields.get("ids"),
+        class_names=None if class_names is None else [str(c) for c in np.asarray(class_names).reshape(-1)],
+        paths=fields.get("paths"), source={**source, "dynamics": str(path)}, classifier_epochs=epochs,
+    )  # fmt: skip
+    return _checked(dynamics, path)
+
+
+def _from_run_dir(run_dir: Path) -> Dynamics:
+    """Dynamics of a finished run: margins.npy (float16; signs corrected from dynamics.npy),
+    copies.npz, and the samples table (given labels, ids, clean labels, paths, suggestions)."""
+    from dynacor.runs import store as runstore
+
+    try:
+        margins = runstore.load_array(run_dir, "margins").astype(np.float32)
+        pair, labels = _copies(run_dir)
+        frame = _samples(run_dir)
+    except (MissingError, CorruptError) as exc:
+        raise InputError(run_dir, None, "a finished run directory (margins.npy, copies.npz, samples.parquet "
+                         "or samples.csv) or a .npz dynamics file", str(exc)) from None  # fmt: skip
+    try:
+        signs = runstore.load_array(run_dir, "dynamics")
+    except (MissingError, CorruptError):
+        signs = None
+    if signs is not None and signs.shape == margins.shape:
+        # float16 rounds margins within 6e-8 of zero to (signed) zero, and -0.0 counts as >= 0: the
+        # exact signs the run's encoder read are in dynamics.npy.
+        flipped = (signs < 0) & (margins >= 0)
+        margins[flipped] = -float(np.finfo(np.float16).smallest_subnormal)
+    try:
+        info = runstore.read_run(run_dir)
+    except (MissingError, CorruptError):
+        info = {}
+    try:
+        epochs = runstore.load_epochs(run_dir, "classifier").to_dict("records")
+    except (MissingError, CorruptError, ValueError):
+        epochs = []
+    if "given_label" not in frame.columns:
+        raise InputError(run_dir / "samples.csv", "given_label", "a column of the samples table",
+                         f"columns {list(frame.columns)}")  # fmt: skip
+    class_names = info.get("class_names")
+    given = frame["given_label"].to_numpy()
+
+    def column(name: str) -> np.ndarray | None:
+        return frame[name].to_numpy() if name in frame.columns else None
+
+    dynamics = Dynamics(
+        margins_all=margins, copy_pair=pair, copy_labels=labels, given_labels=given,
+        late_probs=_suggestions_as_probs(column("suggested_label"), column("suggested_prob"), margins, pair, given,
+                                         labels, class_names),
+        clean_labels=column("clean_label"), ids=column("id"), paths=column("path"),
+        class_names=None if class_names is None else [str(c) for c in class_names],
+        source={**(info.get("source") or {}), "dynamics": str(run_dir)}, classifier_epochs=epochs,
+    )  # fmt: skip
+    return _checked(dynamics, run_dir)
+
+
+def _suggestions_as_probs(suggested, prob, margins, pair, given, copy_labels, class_names) -> np.ndarray | None:
+    """(N, C) rows whose argmax and maximum are the run's suggested label and its probability.
+
+    A run directory keeps only the suggestion, not the averaged softmax; these rows reproduce
+    exactly the suggested_label and suggested_prob columns in the new run (the remaining mass is
+    spread evenly, so it never exceeds the suggestion's: a maximum of a distribution is >= 1/C).
+    """
+    if suggested is None or prob is None:
+        return None
+    prob = np.asarray(prob, dtype=np.float64)
+    if not np.all(np.isfinite(prob)):
+        return None
+    c = len(class_names) if class_names is not None else int(max(np.max(given), np.max(copy_labels), np.max(suggested))) + 1
+    suggested = np.asarray(suggested, dtype=np.int64)
+    if suggested.min() < 0 or suggested.max() >= c or c < 2:
+        return None
+    rows = np.repeat(((1.0 - prob) / (c - 1))[:, None], c, axis=1)
+    rows[np.arange(len(suggested)), suggested] = prob
+    return rows.astype(np.float32)
+
+
+def _copies(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    from dynacor.runs import store as runstore
+
+    try:
+        return runstore.load_copies(run_dir)
+    except KeyError as exc:
+        raise InputError(run_dir / "copies.npz", str(exc).strip("'\""), "present (pair and labels)", "no such field") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CorruptError(f"{run_dir / 'copies.npz'}: must be a readable .npz archive, got {exc}") from None
+
+
+def _samples(run_dir: Path):
+    import pandas as pd
+
+    from dynacor.runs import store as runstore
+
+    if (run_dir / "samples.parquet").exists():
+        return runstore.load_samples(run_dir)
+    csv = run_dir / "samples.csv"
+    if not csv.exists():
+        raise MissingError(f"{csv}: no such file (nor samples.parquet)")
+    try:
+        return pd.read_csv(csv)
+    except (ValueError, OSError) as exc:
+        raise CorruptError(f"{csv}: must be a readable CSV table, got {exc}") from None
+
+
+def _checked(dynamics: Dynamics, where: Path) -> Dynamics:
+    checked = check_dynamics(dynamics, str(where))
+    if checked.class_names is not None:
+        c = len(checked.class_names)
+        top = int(max(checked.given_labels.max(), checked.copy_labels.max()))
+        if top >= c:
+            raise InputError(where, "labels", f"class indices in [0, {c}) (one per class name)", f"max {top}")
+        if checked.late_probs is not None and checked.late_probs.shape[1] != c:
+            raise InputError(where, "late_probs", f"{c} columns (one per class name)", checked.late_probs.shape)
+    return checked
+
+
+def _json(fields: dict[str, np.ndarray], name: str, path: Path) -> Any:
+    if name not in fields:
+        return None
+    try:
+        return json.loads(str(fields[name]))
+    except json.JSONDecodeError as exc:
+        raise InputError(path, name, "JSON text", str(exc)) from None
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
