@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from dynacor.cli.options import settings_file, source_spec, user_settings
+from dynacor.cli.options import recorded_flags, settings_file, source_spec, user_settings
 from dynacor.errors import CorruptError, InputError, MissingError, RunExistsError
 from dynacor.runs import store as runstore
-from dynacor.runs.request import prepare
+from dynacor.runs.request import Prepared, prepare, prepare_recorded
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 INPUT_ERRORS = {cls.__name__ for cls in (InputError, MissingError, CorruptError, RunExistsError)}
@@ -27,9 +27,10 @@ class EpochTable:
         if kind == "stage_start" and event["stage"] == "classifier":
             print(f"{'classifier':>10} {'epoch':>7} {'loss':>8} {'acc':>7} {'test':>7} {'sec':>6}", file=out)
         elif kind == "classifier_epoch":
-            test = f"{100 * event['test_accuracy']:6.1f}%" if "test_accuracy" in event else f"{'-':>7}"
-            print(f"{'':>10} {event['epoch']:>3}/{event['of']:<3} {event['loss']:8.4f} {100 * event['accuracy']:6.1f}% "
-                  f"{test} {event['seconds']:6.2f}", file=out)  # fmt: skip
+            # Recorded epochs (--dynamics) carry whatever the training loop logged: any may be absent.
+            loss, seconds = _number(event, "loss", 1, "8.4f"), _number(event, "seconds", 1, "6.2f")
+            acc, test = _number(event, "accuracy", 100, "6.1f", "%"), _number(event, "test_accuracy", 100, "6.1f", "%")
+            print(f"{'':>10} {event['epoch']:>3}/{event['of']:<3} {loss} {acc} {test} {seconds}", file=out)
         elif kind == "stage_start" and event["stage"] == "encoder":
             print(f"{'encoder':>10} {'epoch':>7} {'L_clu':>8} {'L_align':>8} {'V':>9} {'flagged':>8} {'F1':>6}", file=out)
         elif kind == "progress" and event.get("stage") == "features":
@@ -48,6 +49,10 @@ class EpochTable:
             f1 = f"{100 * event['f1']:5.1f}" if "f1" in event else f"{'-':>5}"
             print(f"{'':>10} {event['epoch']:>3}/{event['of']:<3} {event['cluster_loss']:8.5f} {event['align_loss']:8.5f} "
                   f"{event['val_metric']:9.6f} {100 * event['flagged_fraction']:7.1f}% {f1:>6}", file=out)  # fmt: skip
+        elif kind == "info" and event.get("recorded"):
+            classes = f", {event['num_classes']} classes" if event.get("num_classes") else ""
+            print(f"{event['num_samples']} samples + {event['num_copies']} corrupted copies{classes}, "
+                  f"{event['num_epochs']} recorded epochs", file=out)  # fmt: skip
         elif kind == "info" and event.get("num_samples"):
             noise = event.get("noise_rate")
             noise_text = f", noise rate {100 * noise:.1f}%" if noise is not None else ""
@@ -56,11 +61,42 @@ class EpochTable:
         out.flush()
 
 
+def _number(event: dict, key: str, scale: float, spec: str, unit: str = "") -> str:
+    """``event[key]`` formatted to the width of ``spec``, or a dash when absent or not a number."""
+    width = int(spec.split(".")[0]) + len(unit)
+    value = event.get(key)
+    if not isinstance(value, (int, float)) or value != value:
+        return f"{'-':>{width}}"
+    return f"{scale * value:{spec}}{unit}"
+
+
+def prepare_dynamics(args: argparse.Namespace) -> Prepared:
+    """The request of ``detect --dynamics``: the recording is read and checked here, before any
+    run directory exists, so a bad file writes nothing."""
+    from dynacor.record.files import load_dynamics
+
+    if args.method != "dynacor":
+        raise InputError("command line", "--method", "dynacor with --dynamics (the baselines need features)",
+                         repr(args.method))  # fmt: skip
+    given = recorded_flags(args)
+    if given:
+        raise InputError("command line", given[0], "unset with --dynamics (the classifier was trained where "
+                         "the dynamics were recorded; only encoder settings apply)", "given")  # fmt: skip
+    dynamics = load_dynamics(args.dynamics)
+    source = {"kind": "recorded", **dynamics.source, "dynamics": str(args.dynamics)}
+    if not any(key in source for key in ("path", "file", "root")):
+        source["path"] = str(args.dynamics)  # what the run list shows for this run's data
+    return prepare_recorded(dynamics, source, user_settings(args), settings_file(args))
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     """Run ``detect``; returns the exit code."""
     from dynacor.runs.jobs import Job
 
-    request = prepare(source_spec(args), user_settings(args), settings_file(args))
+    if getattr(args, "dynamics", None):
+        request = prepare_dynamics(args)
+    else:
+        request = prepare(source_spec(args), user_settings(args), settings_file(args))
     if args.method != "dynacor":
         from dynacor.runs.baseline import run_baseline
 

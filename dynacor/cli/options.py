@@ -34,6 +34,9 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--cifar10", metavar="ROOT", help="torchvision CIFAR-10 under ROOT")
     one.add_argument("--cifar100", metavar="ROOT", help="torchvision CIFAR-100 under ROOT")
     one.add_argument("--builtin", action="store_true", help="the built-in sample in sample_data/ (the default)")
+    one.add_argument("--dynamics", metavar="FILE|RUN_DIR", help="training dynamics recorded elsewhere "
+                     "(dynacor.record): a .npz dynamics file or a finished run directory; runs only the "
+                     "encoder, clustering and report")
     group.add_argument("--sample-per-class", type=int, metavar="N",
                        help=f"the built-in sample: images per class, up to 200 (default {SourceSpec().sample_per_class})")
     group.add_argument("--labels-key", default="labels", metavar="KEY",
@@ -108,6 +111,16 @@ def user_settings(args: argparse.Namespace) -> dict:
 def settings_file(args: argparse.Namespace) -> str:
     """What error messages about settings name: the --config file, else the command line."""
     return getattr(args, "config", None) or "command line"
+
+
+# Flags of the classifier stage: with --dynamics the classifier was trained where they were
+# recorded, so these would change nothing and are refused rather than ignored.
+CLASSIFIER_FLAGS = ("classifier", "noise", "epochs", "lr", "schedule", "gamma", "record")
+
+
+def recorded_flags(args: argparse.Namespace) -> list[str]:
+    """The classifier-stage flags given on the command line (each refused with --dynamics)."""
+    return ["--" + name.replace("_", "-") for name in CLASSIFIER_FLAGS if getattr(args, name, None) is not None]
 
 
 def source_spec(args: argparse.Namespace) -> SourceSpec:
