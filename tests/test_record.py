@@ -392,3 +392,13 @@ def test_example_trains_records_and_writes_a_run(tmp_path):
     assert len(samples) == 20 and samples["path"].str.endswith(".jpg").all()
     assert json.loads((out / "status.json").read_text())["status"] == "finished"
     assert json.loads((out / "run.json").read_text())["source"]["kind"] == "builtin"
+
+
+def test_more_epochs_than_announced_are_refused():
+    recorder = Recorder(4, num_epochs=2, num_classes=2)
+    for _ in range(2):
+        recorder.update(torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64), torch.arange(4))
+        recorder.end_epoch()
+    with pytest.raises(InputError, match="epoch 3") as err:
+        recorder.update(torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64), torch.arange(4))
+    assert err.value.field == "num_epochs"

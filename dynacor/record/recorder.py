@@ -198,6 +198,10 @@ class Recorder:
     def _epoch_buffers(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         if self._buffers is not None:
             return self._buffers
+        if self.num_epochs is not None and self.num_recorded >= self.num_epochs:
+            # The late-epoch average was taken over what was announced as the last epochs.
+            raise InputError(WHERE, "num_epochs", f"the number of epochs trained ({self.num_epochs} recorded so "
+                             "far), or None to count them", f"a batch of epoch {self.num_recorded + 1}")  # fmt: skip
         if self.num_classes is None:
             self.num_classes = int(logits.shape[1])
         if logits.shape[1] != self.num_classes:
