@@ -402,3 +402,37 @@ def test_more_epochs_than_announced_are_refused():
     with pytest.raises(InputError, match="epoch 3") as err:
         recorder.update(torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64), torch.arange(4))
     assert err.value.field == "num_epochs"
+
+
+# ---- Hugging Face Trainer
+
+
+def test_hf_trainer_records_training_batches_only(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # the Trainer needs it on PyTorch
+    from dynacor.record.hf import DynacorTrainer, collate_with_copies
+
+    blobs, data = blobs_dataset(n=120)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self.net = torch.nn.Linear(16, 3)
+
+        def forward(self, pixel_values, labels=None):
+            logits = self.net(pixel_values)
+            return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    recorder = Recorder.for_dataset(data, num_epochs=3)
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), num_train_epochs=3, per_device_train_batch_size=32,
+                                          per_device_eval_batch_size=32, learning_rate=0.05, use_cpu=True,
+                                          report_to=[], save_strategy="no", logging_strategy="no",
+                                          eval_strategy="epoch", disable_tqdm=True, seed=0)  # fmt: skip
+    trainer = DynacorTrainer(model=Model(), args=args, train_dataset=data, eval_dataset=data,
+                             data_collator=collate_with_copies, recorder=recorder)  # fmt: skip
+    trainer.train()
+    assert recorder.num_recorded == 3  # evaluation passes were not recorded as epochs
+    dynamics = recorder.dynamics()
+    assert dynamics.margins_all.shape == (132, 3) and np.isfinite(dynamics.margins_all).all()

@@ -5,7 +5,8 @@ sample's logit margin per epoch during training (on the logits' device, no per-b
 runs the encoder and clustering (``Recorder.detect``) or writes a run the app opens
 (``Recorder.save``); ``save_dynamics``/``load_dynamics`` keep the recording in one .npz file for
 ``dynacor detect --dynamics``. Needs torch only; the Lightning callback is in
-``dynacor.record.lightning`` (the ``lightning`` extra).
+``dynacor.record.lightning`` (the ``lightning`` extra), the Hugging Face Trainer in
+``dynacor.record.hf`` (the ``hf`` extra).
 """
 
 from dynacor.record.copies import WithCopies, draw_copies
