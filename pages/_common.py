@@ -153,6 +153,21 @@ def flagged(name: str):
     return _flagged(str(d), _mtime(d / "samples.parquet"))
 
 
+# At most this many unflagged samples form a run's audit sample (drawn once per run).
+AUDIT_SIZE = 2000
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _audit(path: str, run_key: str, _mtime_key: int):
+    return review.audit_order(runstore.load_samples(path), run_key).head(AUDIT_SIZE)
+
+
+def audit_cards(name: str):
+    """The run's audit sample: unflagged samples in a random order fixed by the run's id (cached)."""
+    d = run_dir(name)
+    return _audit(str(d), review_key(name), _mtime(d / "samples.parquet"))
+
+
 def class_names(name: str) -> list[str] | None:
     names = run_info(name).get("class_names")
     return list(names) if names else None

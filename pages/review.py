@@ -5,9 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from dynacor import review
-from dynacor.data import thumbnails as sample_images
+from dynacor.data import thumbnails
 from pages._common import (
     PAGES,
+    audit_cards,
     class_names,
     flagged,
     label_name,
@@ -55,22 +56,31 @@ with st.sidebar:
     lo = float(queue_all["noisy_score"].min()) if len(queue_all) else 0.5
     score_range = st.slider("Noisy score", 0.0, 1.0, (round(max(0.0, lo - 0.005), 2), 1.0), 0.01, key="filter_score")
     undecided_only = st.toggle("Undecided only", value=True, key="filter_undecided")
+    audit_on = st.toggle("Audit: mix in unflagged samples", key="audit_on",
+                         help="A random sample of the unflagged samples joins the queue, so the errors the "
+                         "detector missed are measured too. Audit cards look like the others until decided.")  # fmt: skip
+    audit_every = int(st.number_input("One card in K is an audit card", 2, 50, 10, key="audit_every",
+                                      disabled=not audit_on))  # fmt: skip
     selection = st.session_state.get("review_selection")
     only_selection = False
     if selection:
         only_selection = st.toggle(f"Only the {len(selection):,} selected on Clusters", value=True, key="filter_selection")
 
 passed_key = f"passed::{name}"
+seen_key = f"seen::{name}"  # cards gone through in this session: keeps the audit's one-in-K rhythm
 if passed_key not in st.session_state:
     st.session_state[passed_key] = []
 
 
-def decide(key: str, decision: str, given: int, suggested: int, label: int | None = None) -> None:
+def decide(key: str, decision: str, given: int, suggested: int, label: int | None = None, audit: bool = False) -> None:
     """Button callback: commit the decision, then the rerun shows the next card."""
     if decision != "skip":
         chosen = review.decision_label(decision, given, suggested, label)
         store.record_decision(review_key(name), key, decision, chosen, annotator)
+        if audit:  # said only now, so the audit card was judged like any other
+            st.session_state["audit_notice"] = key
     st.session_state[passed_key].append(key)
+    st.session_state[seen_key] = st.session_state.get(seen_key, 0) + 1
 
 
 def bulk(keys: list[str], decision: str, rows, label: int | None) -> None:
@@ -90,11 +100,23 @@ def card() -> None:
     decided = int(latest["sample"].isin(queue_all["key"]).sum()) if len(latest) else 0
     total = len(queue_all)
     st.progress(decided / total if total else 1.0, text=f"**{decided:,} / {total:,}** flagged samples decided")
+    audit = audit_cards(name)
+    quality = review.review_quality(frame, latest, audit["key"])
+    st.caption(" · ".join(review.quality_lines(quality)))
+    notice = st.session_state.pop("audit_notice", None)
+    if notice is not None:
+        st.info(f"That was an audit card (id `{notice}`): a random unflagged sample, mixed in to measure the "
+                "errors the detector missed.")  # fmt: skip
     pending = queue_all
     if only_selection and selection:
         pending = pending[pending["key"].isin(selection)]
     pending = review.queue(pending, latest, classes, score_range, undecided_only)
-    remaining = pending[~pending["key"].isin(st.session_state[passed_key])]
+    remaining = pending[~pending["key"].isin(st.session_state[passed_key])].assign(audit=False)
+    if audit_on:
+        done = set(latest["sample"]) if len(latest) else set()
+        undecided_audit = audit[~audit["key"].isin(done) & ~audit["key"].isin(st.session_state[passed_key])]
+        remaining = review.queue_with_audit(remaining.drop(columns="audit"), undecided_audit, audit_every,
+                                            st.session_state.get(seen_key, 0))  # fmt: skip
     if remaining.empty:
         st.success("Nothing left in this queue." if len(pending) == 0 else "You went through every card in this queue.")
         if len(pending) and st.button("Start again from the top (shows skipped cards)", key="restart"):
@@ -105,35 +127,40 @@ def card() -> None:
         return
     row = remaining.iloc[0]
     key, given, suggested = row["key"], int(row["given_label"]), int(row["suggested_label"])
+    is_audit = bool(row["audit"])
+    previous = row["decision"] if isinstance(row["decision"], str) else ""
     st.caption(f"{len(remaining):,} cards left in this queue")
     with st.container(border=True):
         left, right = st.columns([1, 2])
         with left:
             if "path" in frame:
-                image = sample_images.load_image(source, row.get("path"))
-                st.image(sample_images.for_display(image), caption=str(row.get("path", "")))
+                image = thumbnails.load_image(source, row.get("path"))
+                st.image(thumbnails.for_display(image), caption=str(row.get("path", "")))
             else:
                 st.info("Feature-only run: no image to show.")
         with right:
-            st.markdown(f"#### id `{key}`" + (f" - previous decision: **{row['decision']}**" if row["decision"] else ""))
+            st.markdown(f"#### id `{key}`" + (f" - previous decision: **{previous}**" if previous else ""))
             st.markdown(f"Given label: **{label_name(names, given)}**")
             st.markdown(f"Suggested label: **{label_name(names, suggested)}** (p = {row['suggested_prob']:.2f})")
-            st.markdown(f"Noisy score: **{row['noisy_score']:.3f}**")
+            if audit_on:  # a low score would give an audit card away before the decision
+                st.caption("Noisy scores are hidden while the audit is on.")
+            else:
+                st.markdown(f"Noisy score: **{row['noisy_score']:.3f}**")
             b1, b2 = st.columns(2)
             b1.button("Keep label", key="act_keep", shortcut=SHORTCUTS["keep"], on_click=decide,
-                      args=(key, "keep", given, suggested), width="stretch")  # fmt: skip
+                      args=(key, "keep", given, suggested, None, is_audit), width="stretch")  # fmt: skip
             b2.button(f"Accept suggestion: {label_name(names, suggested)}", key="act_accept", shortcut=SHORTCUTS["accept"], type="primary",
-                      on_click=decide, args=(key, "accept", given, suggested), width="stretch")  # fmt: skip
+                      on_click=decide, args=(key, "accept", given, suggested, None, is_audit), width="stretch")  # fmt: skip
             others = [c for c in range(num_classes) if c != given]
             c1, c2 = st.columns(2)
             other = c1.selectbox("Another class", others, format_func=lambda c: label_name(names, c), key=f"other_{key}", label_visibility="collapsed")
             c2.button("Relabel as this class", key="act_relabel", shortcut=SHORTCUTS["relabel"], on_click=decide,
-                      args=(key, "relabel", given, suggested, other), width="stretch")  # fmt: skip
+                      args=(key, "relabel", given, suggested, other, is_audit), width="stretch")  # fmt: skip
             d1, d2, d3 = st.columns(3)
             d1.button("Unsure", key="act_unsure", shortcut=SHORTCUTS["unsure"], on_click=decide,
-                      args=(key, "unsure", given, suggested), width="stretch")  # fmt: skip
+                      args=(key, "unsure", given, suggested, None, is_audit), width="stretch")  # fmt: skip
             d2.button("Remove sample", key="act_remove", shortcut=SHORTCUTS["remove"], on_click=decide,
-                      args=(key, "remove", given, suggested), width="stretch")  # fmt: skip
+                      args=(key, "remove", given, suggested, None, is_audit), width="stretch")  # fmt: skip
             d3.button("Skip", key="act_skip", shortcut=SHORTCUTS["skip"], on_click=decide,
                       args=(key, "skip", given, suggested), width="stretch")  # fmt: skip
             st.caption("Keys: K keep, A accept, O relabel as the chosen class, U unsure, X remove, N skip.")

@@ -127,6 +127,9 @@ def test_run_page_starts_a_run_and_refuses_a_second_one(env, tmp_path):
             assert any("already working" in w.value for w in again.warning)
     assert job.wait(60)
     assert runstore.read_status(job.run_dir)["status"] == "finished"
+    # The second start may have gone through if the first run had just ended: let it end too,
+    # so no run of this test is still working when the next test starts one.
+    assert job_runner().job.wait(120)
     at = open_page("training", current_run=job.run_dir.name)
     no_exception(at)
     assert any("samples" in s.value for s in at.success)
@@ -203,6 +206,33 @@ def test_review_page_asks_the_annotator_once_and_records_decisions(env):
     assert "Nothing left" in texts(at)
 
 
+def test_review_page_audit_cards_are_told_only_after_the_decision(env):
+    at = open_page("review", current_run=RUN, annotator="alice")
+    no_exception(at)
+    at.toggle(key="audit_on").set_value(True).run()
+    at.number_input(key="audit_every").set_value(2).run()
+    samples = runstore.load_samples(env / RUN)
+    unflagged = set(samples.loc[~samples["flagged"].astype(bool), "id"].astype(str))
+    flagged_ids = set(samples.loc[samples["flagged"].astype(bool), "id"].astype(str))
+    store = ReviewStore(runs_root=env)
+
+    at.button(key="act_accept").click().run()  # card 1: flagged
+    assert "audit card" not in texts(at)  # card 2 is an audit card, but nothing says so yet
+    assert "Noisy score:" not in texts(at)  # a low score would give it away
+    second_card = texts(at).split("#### id `")[1].split("`")[0]
+    assert second_card in unflagged, (second_card, at.session_state["audit_every"], at.session_state["audit_on"])
+    at.button(key="act_keep").click().run()  # card 2: audit
+    no_exception(at)
+    assert "That was an audit card" in texts(at)
+    latest = store.latest_decisions(run_key(env)).set_index("sample")
+    audited = [k for k in latest.index if k in unflagged]
+    assert len(audited) == 1 and latest.loc[audited[0], "decision"] == "keep"
+    assert len([k for k in latest.index if k in flagged_ids]) == 1
+    shown = texts(at)
+    assert "Precision of the flags, measured: 100%" in shown and "Errors among the unflagged, audited: 0.0%" in shown
+    assert "of the labels are still wrong" in shown
+
+
 def test_export_page_offers_csv_and_parquet_with_a_summary(env):
     store = ReviewStore(runs_root=env)
     store.record_decision(run_key(env), 1001, "relabel", 2, "ann")
@@ -214,7 +244,8 @@ def test_export_page_offers_csv_and_parquet_with_a_summary(env):
     assert summary.loc["all", "samples"] == 300
     preview = at.dataframe[1].value
     assert set(preview["decision"]) == {"relabel", "remove"}
-    assert len(at.get("download_button")) == 2
+    assert [b.label for b in at.get("download_button")][:2] == ["Download CSV", "Download Parquet"]
+    assert "Precision of the flags, measured" in texts(at)  # the relabel counts as a true error
 
 
 def test_a_scratch_run_started_in_the_app_equals_the_cli_run(env, tmp_path):
@@ -227,6 +258,8 @@ def test_a_scratch_run_started_in_the_app_equals_the_cli_run(env, tmp_path):
     from dynacor.cli.main import main
     from pages._common import job_runner
 
+    if job_runner().job is not None:
+        assert job_runner().job.wait(120)  # one run at a time per server
     at = open_page("run")
     at.selectbox(key="source_kind").set_value("builtin")
     at.slider(key="per_class").set_value(10)

@@ -42,6 +42,9 @@ def test_one_card_in_k_is_an_audit_card():
     mixed = queue_with_audit(queue, audit, every=3)
     assert mixed["key"].tolist() == ["f0", "f1", "a0", "f2", "f3", "a1", "f4", "f5", "a2", "f6", "a3", "a4"]
     assert mixed["audit"].tolist() == [k.startswith("a") for k in mixed["key"]]
+    # Two cards already seen: the next one is the audit card, then the rhythm goes on.
+    later = queue_with_audit(queue.iloc[2:], audit, every=3, start=2)
+    assert later["key"].tolist()[:4] == ["a0", "f2", "f3", "a1"]
     with pytest.raises(ValueError):
         queue_with_audit(queue, audit, every=1)
 

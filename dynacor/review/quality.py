@@ -48,30 +48,35 @@ def audit_order(samples: pd.DataFrame, run_key: str) -> pd.DataFrame:
     return unflagged.iloc[rng.permutation(len(unflagged))]
 
 
-def queue_with_audit(queue: pd.DataFrame, audit: pd.DataFrame, every: int) -> pd.DataFrame:
-    """Cards in review order with one audit card after every ``every - 1`` flagged cards.
+def queue_with_audit(queue: pd.DataFrame, audit: pd.DataFrame, every: int, start: int = 0) -> pd.DataFrame:
+    """Cards in review order where one card in ``every`` is an audit card.
 
     Parameters
     ----------
     queue : flagged cards to show, in order (from `dynacor.review.queue.queue`)
     audit : undecided audit cards, in audit order (from `audit_order`, decided ones removed)
     every : one card in ``every`` is an audit card (>= 2)
+    start : cards the annotator has already gone through, so the rhythm carries on across cards
+        (the queue is recomputed after every decision)
 
     Returns
     -------
-    The cards with an ``audit`` column (bool); audit cards left over follow the flagged ones.
+    The cards with an ``audit`` column (bool); when one kind runs out the other follows.
     """
     if every < 2:
         raise ValueError(f"every must be at least 2, got {every}")
-    flagged = queue.assign(audit=False)
-    audits = audit.assign(audit=True, decision="")
-    slots = len(flagged) // (every - 1)
-    position = np.r_[np.arange(len(flagged)) + np.arange(len(flagged)) // (every - 1),
-                     np.arange(min(slots, len(audits))) * every + (every - 1)]  # fmt: skip
-    mixed = pd.concat([flagged, audits.iloc[: min(slots, len(audits))]], ignore_index=True)
-    mixed = mixed.iloc[np.argsort(position, kind="stable")]
-    rest = audits.iloc[min(slots, len(audits)) :]
-    return pd.concat([mixed, rest], ignore_index=True)
+    n_flagged, n_audit = len(queue), len(audit)
+    order, f, a = [], 0, 0
+    for k in range(n_flagged + n_audit):
+        wants_audit = (start + k + 1) % every == 0
+        if a < n_audit and (wants_audit or f >= n_flagged):
+            order.append(n_flagged + a)
+            a += 1
+        else:
+            order.append(f)
+            f += 1
+    cards = pd.concat([queue.assign(audit=False), audit.assign(audit=True, decision="")], ignore_index=True)
+    return cards.iloc[order].reset_index(drop=True)
 
 
 def review_quality(samples: pd.DataFrame, latest: pd.DataFrame, audit_keys=(), confidence: float = 0.95) -> dict:
