@@ -3,8 +3,8 @@
 The engine is importable without the app: ``from dynacor import DynaCorConfig, run``.
 
 Layout (each layer imports only the ones below it; the import-linter contract in pyproject.toml
-holds it): ``cli`` -> ``runs``, ``review`` -> ``baselines``, ``data`` -> ``method`` -> ``errors``,
-``atomic``. The app (``app.py``, ``pages/``) sits on top.
+holds it): ``cli`` -> ``record`` -> ``runs``, ``review`` -> ``baselines``, ``data`` -> ``method``
+-> ``errors``, ``atomic``. The app (``app.py``, ``pages/``) sits on top.
 """
 
 from dynacor.errors import (
