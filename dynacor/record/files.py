@@ -26,6 +26,7 @@ import numpy as np
 from dynacor.errors import CorruptError, InputError, MissingError
 from dynacor.method.pipeline import Dynamics
 from dynacor.method.validate import check_dynamics
+from dynacor.runs.store import json_default
 
 REQUIRED = ("margins", "pair", "labels", "given_labels")
 OPTIONAL_ARRAYS = ("prob_given", "late_probs", "clean_labels", "ids", "paths", "class_names")
@@ -53,9 +54,9 @@ def save_dynamics(path: str | Path, dynamics: Dynamics) -> Path:
             if arr.dtype == object:  # np.load refuses pickled arrays; text is stored as unicode
                 arr = arr.astype(str)
             arrays[name] = arr.astype(np.float32) if name in ("prob_given", "late_probs") else arr
-    arrays["classifier_epochs"] = np.array(json.dumps(dynamics.classifier_epochs, default=_plain))
+    arrays["classifier_epochs"] = np.array(json.dumps(dynamics.classifier_epochs, default=json_default))
     source = {k: v for k, v in dynamics.source.items() if k != "dynamics"}
-    arrays["source"] = np.array(json.dumps(source, default=_plain))
+    arrays["source"] = np.array(json.dumps(source, default=json_default))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.save_npz(path, **arrays)
     return path
@@ -228,11 +229,3 @@ def _json(fields: dict[str, np.ndarray], name: str, path: Path) -> Any:
         return json.loads(str(fields[name]))
     except json.JSONDecodeError as exc:
         raise InputError(path, name, "JSON text", str(exc)) from None
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)

@@ -113,7 +113,7 @@ def _clear(run_dir: Path) -> None:
 def append_event(run_dir: str | Path, event: dict) -> None:
     """Append one event line; a reader may see a partial last line and must skip it."""
     with open(Path(run_dir) / "events.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(event, default=_plain) + "\n")
+        handle.write(json.dumps(event, default=json_default) + "\n")
 
 
 def write_result(run_dir: str | Path, result: Any) -> None:
@@ -323,7 +323,8 @@ def _alive(pid: object) -> bool:
     return True
 
 
-def _plain(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for what runs hold: numpy scalars and arrays, else the text."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
