@@ -168,6 +168,21 @@ def audit_cards(name: str):
     return _audit(str(d), review_key(name), _mtime(d / "samples.parquet"))
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def _explain(path: str, _mtime_key: int):
+    frame = runstore.load_samples(path)
+    signs, margins = runstore.load_array(path, "dynamics"), runstore.load_array(path, "margins")
+    means = runview.cluster_mean_curves(signs, margins, frame["flagged"].to_numpy().astype(bool))
+    return runstore.load_neighbours(path), runview.class_exemplars(frame), means, signs[: len(frame)]
+
+
+def explain(name: str):
+    """What the Review card shows under "why was this flagged?" (cached per run): neighbours of the
+    flagged samples, clean exemplars per class, the clusters' mean dynamics, the originals' signs."""
+    d = run_dir(name)
+    return _explain(str(d), _mtime(d / "samples.parquet"))
+
+
 def class_names(name: str) -> list[str] | None:
     names = run_info(name).get("class_names")
     return list(names) if names else None

@@ -10,6 +10,7 @@ from pages._common import (
     PAGES,
     audit_cards,
     class_names,
+    explain,
     flagged,
     label_name,
     pick_finished_run,
@@ -94,6 +95,41 @@ def bulk(keys: list[str], decision: str, rows, label: int | None) -> None:
     st.session_state["bulk_done"] = f"Recorded '{decision}' for {count:,} samples."
 
 
+def why_flagged(row, given: int, suggested: int) -> None:
+    """The card's evidence: the sample's dynamics against the clusters' means, its neighbours in
+    feature space with their given labels, and what the given and suggested classes look like."""
+    neighbours, exemplars, means, signs = safe(explain, name)
+    i = int(row["index"])
+    curve = means.pivot(index="epoch", columns="cluster", values="sign")
+    curve["this sample"] = signs[i]
+    st.caption("Sign of the margin per classifier epoch (+1: the given label wins), against the clusters' means")
+    st.line_chart(curve, height=160)
+    show_images = "path" in frame
+
+    def gallery(rows, caption: str, key: str) -> None:
+        if len(rows) == 0:
+            return
+        st.caption(caption)
+        if show_images:
+            cols = st.columns(len(rows))
+            for col, (_, r) in zip(cols, rows.iterrows(), strict=True):
+                image = thumbnails.for_display(thumbnails.load_image(source, r.get("path")), size=96)
+                col.image(image, caption=f"{r['id']}: {label_name(names, r['given_label'])}")
+        else:
+            st.dataframe(rows[["id", "given_label", "noisy_score"]].assign(
+                given_label=[label_name(names, v) for v in rows["given_label"]]), hide_index=True, key=key)  # fmt: skip
+
+    near = neighbours.get(i)
+    if near is not None:
+        rows = frame.iloc[near[:6]]
+        agree = int((rows["given_label"] == given).sum())
+        gallery(rows, f"Nearest in feature space: {agree} of {len(rows)} carry the given label", f"near_{i}")
+    gallery(exemplars.get(given, frame.iloc[:0]), f"Clearly {label_name(names, given)} (given)", f"ex_given_{i}")
+    if suggested != given:
+        gallery(exemplars.get(suggested, frame.iloc[:0]), f"Clearly {label_name(names, suggested)} (suggested)",
+                f"ex_sugg_{i}")  # fmt: skip
+
+
 @st.fragment
 def card() -> None:
     latest = store.latest_decisions(review_key(name))
@@ -164,6 +200,9 @@ def card() -> None:
             d3.button("Skip", key="act_skip", shortcut=SHORTCUTS["skip"], on_click=decide,
                       args=(key, "skip", given, suggested), width="stretch")  # fmt: skip
             st.caption("Keys: K keep, A accept, O relabel as the chosen class, U unsure, X remove, N skip.")
+            if not audit_on:  # the evidence would tell an audit card apart
+                with st.expander("Why was this flagged?", expanded=True):
+                    why_flagged(row, given, suggested)
             if st.button("Open in the Sample page", key="act_open"):
                 st.switch_page(PAGES["sample"], query_params={"run": name, "id": key})
 

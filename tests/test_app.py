@@ -186,6 +186,9 @@ def test_review_page_asks_the_annotator_once_and_records_decisions(env):
     flagged = review.flagged_sorted(runstore.load_samples(env / RUN))
     first = str(flagged["id"].iloc[0])
     assert f"id `{first}`" in texts(at)
+    shown = texts(at)  # why was this flagged: neighbours, exemplars of both classes, the curve
+    assert "Nearest in feature space:" in shown and "(given)" in shown and "(suggested)" in shown
+    assert len(at.get("arrow_line_chart")) + len(at.get("vega_lite_chart")) >= 1
 
     at.button(key="act_keep").click().run()
     latest = store.latest_decisions(run_key(env))
@@ -219,6 +222,7 @@ def test_review_page_audit_cards_are_told_only_after_the_decision(env):
     at.button(key="act_accept").click().run()  # card 1: flagged
     assert "audit card" not in texts(at)  # card 2 is an audit card, but nothing says so yet
     assert "Noisy score:" not in texts(at)  # a low score would give it away
+    assert "Nearest in feature space" not in texts(at)  # and so would the evidence
     second_card = texts(at).split("#### id `")[1].split("`")[0]
     assert second_card in unflagged, (second_card, at.session_state["audit_every"], at.session_state["audit_on"])
     at.button(key="act_keep").click().run()  # card 2: audit

@@ -197,3 +197,12 @@ def test_ceiling_split_is_stratified_and_disjoint():
     train, test = ceiling.split_indices(is_noisy, 0.5, np.random.default_rng(1))
     assert not set(train) & set(test) and len(train) + len(test) == 100
     assert is_noisy[train].sum() == 20 and is_noisy[test].sum() == 20
+
+
+def test_neighbours_of_listed_rows_match_the_full_search():
+    from dynacor.method.knn import neighbours_of
+
+    x = np.random.default_rng(3).normal(size=(200, 6)).astype(np.float32)
+    rows = np.array([5, 17, 199])
+    full, _ = nearest_neighbours(x, 4, metric="cosine")
+    np.testing.assert_array_equal(neighbours_of(x, rows, 4, block=2), full[rows])

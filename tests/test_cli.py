@@ -42,6 +42,11 @@ def test_detect_writes_the_contract_files(blobs_npz, tmp_path, capsys):
     assert {"run_id", "config", "chosen_epoch", "timings", "metrics", "warnings"} <= set(info)
     assert info["config"]["epochs"] == 6
     assert json.loads((out / "status.json").read_text())["status"] == "finished"
+    from dynacor.runs import store as runstore
+
+    neighbours = runstore.load_neighbours(out)  # for the reviewer: every flagged sample's neighbours
+    flagged_rows = set(np.flatnonzero(samples["flagged"].to_numpy()).tolist())
+    assert set(neighbours) == flagged_rows and all(len(v) == 8 and 0 <= v.min() and v.max() < 300 for v in neighbours.values())
 
 
 def test_finished_run_is_not_overwritten_without_flag(blobs_npz, tmp_path, capsys):

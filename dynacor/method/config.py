@@ -75,6 +75,9 @@ class DynaCorConfig:
     # Distance in the scores and V: "cosine" (paper) or "euclidean" (authors' code at evaluation).
     eval_distance: str = "cosine"  # originals in V: "paired" (those with a copy, authors' code) or "all"
 
+    # 6. For the reviewer: each flagged sample's nearest neighbours in feature space (0: none).
+    explain_neighbours: int = 8
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -57,6 +57,33 @@ def nearest_neighbours(
     return index, dist
 
 
+def neighbours_of(x: np.ndarray, rows: np.ndarray, k: int, metric: str = "cosine", block: int = 1024) -> np.ndarray:
+    """The ``k`` nearest neighbours among all rows of ``x`` of the rows listed in ``rows``, each
+    itself excluded, nearest first: what a reviewer is shown beside a flagged sample.
+
+    x (N, D), rows (R,) int -> (R, k) int64 indices into ``x``.
+    """
+    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if metric == "cosine":
+        data = torch.nn.functional.normalize(data, dim=1)
+    elif metric != "euclidean":
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+    rows = np.asarray(rows, dtype=np.int64)
+    k = min(k, data.shape[0] - 1)
+    norms = (data * data).sum(dim=1)
+    out = np.empty((len(rows), k), dtype=np.int64)
+    with torch.no_grad():
+        for start in range(0, len(rows), block):
+            chunk = torch.from_numpy(rows[start : start + block])
+            if metric == "cosine":
+                score = -(data[chunk] @ data.T)
+            else:
+                score = torch.addmm(norms.unsqueeze(0), data[chunk], data.T, beta=1.0, alpha=-2.0)
+            score[torch.arange(len(chunk)), chunk] = float("inf")
+            out[start : start + len(chunk)] = torch.topk(score, k, dim=1, largest=False, sorted=True).indices.numpy()
+    return out
+
+
 def label_votes(neighbours: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Fraction of each row's neighbours carrying each label. (N, k) indices, (N,) labels -> (N, C)."""
     labels = np.asarray(labels, dtype=np.int64)

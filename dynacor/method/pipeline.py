@@ -20,6 +20,7 @@ from dynacor.method.device import pick_device, set_threads
 from dynacor.method.dynamics import encoder_input, margin_signs
 from dynacor.method.encoder import fit_encoder
 from dynacor.method.featureset import FeatureSet
+from dynacor.method.knn import neighbours_of
 from dynacor.method.metrics import detection_metrics
 from dynacor.method.noise import noise_rate, synthetic_labels
 from dynacor.method.validate import check_config, check_dynamics, check_featureset
@@ -47,6 +48,8 @@ class Result:
     classifier_epochs, encoder_epochs : per-epoch logs; chosen_epoch : the encoder state kept
     metrics : detection metrics when clean labels are known, else None
     warnings : what a user must know before trusting the flags
+    neighbour_rows : (F,) the flagged originals; neighbours : (F, k) their nearest originals in
+        feature space (cosine), for the reviewer; None for dynamics recorded elsewhere
     """
 
     config: dict[str, Any]
@@ -72,6 +75,8 @@ class Result:
     paths: np.ndarray | None = None
     source: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    neighbour_rows: np.ndarray | None = None
+    neighbours: np.ndarray | None = None
 
     @property
     def num_samples(self) -> int:
@@ -210,7 +215,15 @@ def run(
     )  # fmt: skip
     info = {"num_classes": num_classes, "num_epochs": config.epochs, "realised_noise_rate": realised,
             "device": str(device), "threads": threads}  # fmt: skip
-    return _detect(config, dynamics, emit, stop_check, device, timings, started_total, info)
+    result = _detect(config, dynamics, emit, stop_check, device, timings, started_total, info)
+    if config.explain_neighbours > 0 and config.classifier == "mlp":
+        # What the reviewer sees beside a flagged sample: its neighbours and their given labels.
+        started = time.perf_counter()
+        rows = np.flatnonzero(result.flagged)
+        result.neighbour_rows = rows
+        result.neighbours = neighbours_of(data.features, rows, config.explain_neighbours)
+        result.timings["neighbours"] = time.perf_counter() - started
+    return result
 
 
 @dataclass

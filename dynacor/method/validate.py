@@ -46,6 +46,8 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
         value = getattr(config, name)
         need(isinstance(value, (int, float)) and np.isfinite(value) and value > 0, name, "a number > 0")
     need(isinstance(config.refine_steps, int) and config.refine_steps >= 0, "refine_steps", "an integer >= 0")
+    need(isinstance(config.explain_neighbours, int) and not isinstance(config.explain_neighbours, bool)
+         and config.explain_neighbours >= 0, "explain_neighbours", "an integer >= 0")  # fmt: skip
     positive_int("restarts")
     for name in ("momentum", "weight_decay", "encoder_weight_decay", "alpha"):
         non_negative(name)

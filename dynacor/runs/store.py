@@ -13,6 +13,7 @@ Layout of ``RUN_DIR``::
     representations.npy    (N+M, K) float16 at the chosen encoder epoch
     scores.npy             (N+M,) float32 q_noisy of originals and copies
     copies.npz             pair (M,) original of each copy, labels (M,) its corrupted label
+    neighbours.npz         rows (F,) the flagged originals, index (F, k) their nearest originals
     classifier_epochs.csv, encoder_epochs.csv   per-epoch curves
     error.txt              traceback of a failed run
 """
@@ -127,6 +128,8 @@ def write_result(run_dir: str | Path, result: Any) -> None:
     atomic.save_npy(run_dir / "representations.npy", result.representations_all.astype(np.float16))
     atomic.save_npy(run_dir / "scores.npy", result.q_noisy_all.astype(np.float32))
     atomic.save_npz(run_dir / "copies.npz", pair=result.copy_pair, labels=result.copy_labels)
+    if result.neighbours is not None:
+        atomic.save_npz(run_dir / "neighbours.npz", rows=result.neighbour_rows, index=result.neighbours)
     atomic.write_text(run_dir / "classifier_epochs.csv", pd.DataFrame(result.classifier_epochs).to_csv(index=False))
     atomic.write_text(run_dir / "encoder_epochs.csv", pd.DataFrame(result.encoder_epochs).to_csv(index=False))
     atomic.write_json(
@@ -246,6 +249,19 @@ def load_copies(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise MissingError(f"{path}: no such file")
     with np.load(path, allow_pickle=False) as archive:
         return archive["pair"], archive["labels"]
+
+
+def load_neighbours(run_dir: str | Path) -> dict[int, np.ndarray]:
+    """Each flagged original's nearest originals in feature space, ``{row: (k,) rows}``; empty
+    when the run has none (older runs, dynamics recorded elsewhere)."""
+    path = Path(run_dir) / "neighbours.npz"
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return dict(zip(archive["rows"].tolist(), archive["index"], strict=True))
+    except (OSError, KeyError, ValueError, EOFError) as exc:
+        raise CorruptError(f"{path}: must hold arrays `rows` and `index`, got {exc}") from None
 
 
 def load_epochs(run_dir: str | Path, stage: str):

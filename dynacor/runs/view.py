@@ -178,6 +178,13 @@ def epoch_frames(events: Sequence[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
 # ---- dynamics curves
 
 
+def class_exemplars(samples: pd.DataFrame, per_class: int = 3) -> dict[int, pd.DataFrame]:
+    """The most confidently clean samples of each given class (lowest noisy score, unflagged):
+    what the class looks like, shown beside a card. Returns ``{class: rows}``."""
+    clean = samples[~samples["flagged"].astype(bool)].sort_values(["noisy_score", "index"], kind="stable")
+    return {int(c): part.head(per_class) for c, part in clean.groupby("given_label", sort=True)}
+
+
 def cluster_mean_curves(signs: np.ndarray, margins: np.ndarray, flagged: np.ndarray) -> pd.DataFrame:
     """Mean sign and mean raw margin per epoch over the originals of each predicted cluster.
 
