@@ -223,6 +223,7 @@ def run(
         result.neighbour_rows = rows
         result.neighbours = neighbours_of(data.features, rows, config.explain_neighbours)
         result.timings["neighbours"] = time.perf_counter() - started
+        result.timings["total"] = time.perf_counter() - started_total
     return result
 
 
