@@ -252,6 +252,75 @@ def test_export_page_offers_csv_and_parquet_with_a_summary(env):
     assert "Precision of the flags, measured" in texts(at)  # the relabel counts as a true error
 
 
+ESTIMATES = {"noise_rate": {"value": 0.21, "low": 0.18, "high": 0.24}, "precision": {"value": 0.8, "low": 0.75, "high": 0.85},
+             "recall": {"value": 0.7, "low": 0.6, "high": 0.78}, "threshold": 0.5}  # fmt: skip
+
+
+def set_estimates(runs: Path, estimates: dict | None) -> None:
+    """run.json with (or without) the detector's own estimates, the rest as the engine wrote it."""
+    import json
+
+    path = runs / RUN / "run.json"
+    info = json.loads(path.read_text())
+    info.pop("estimates", None)
+    if estimates is not None:
+        info["estimates"] = estimates
+    path.write_text(json.dumps(info))
+
+
+def test_review_header_shows_measured_precision_and_the_runs_estimates(env):
+    set_estimates(env, ESTIMATES)
+    at = open_page("review", current_run=RUN, annotator="alice")
+    no_exception(at)
+    before = "Estimated before review: precision 80% (75-85%), recall 70% (60-78%), noise rate 21% (18-24%)"
+    assert before in texts(at) and "Precision of the flags: no decision yet." in texts(at)
+    for button in ("act_accept", "act_accept", "act_keep"):
+        at.button(key=button).click().run()
+    no_exception(at)
+    low, high = review.wilson_interval(2, 3)
+    measured = f"Precision of the flags, measured: 67% ({100 * low:.0f}-{100 * high:.0f}%, from 3 decisions)"
+    assert measured in texts(at) and before in texts(at)
+    assert "still wrong" not in texts(at)  # no audit decision yet: the errors left are not estimated
+
+
+def test_review_header_without_estimates_says_nothing_about_them(env):
+    set_estimates(env, None)
+    at = open_page("review", current_run=RUN, annotator="alice")
+    no_exception(at)
+    assert "Estimated before review" not in texts(at)
+
+
+def test_export_page_shows_and_downloads_the_quality_figures(env, monkeypatch):
+    import json
+
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    downloads = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def keep(self, path_or_data, mimetype, kind, filename=None):
+        downloads[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    set_estimates(env, ESTIMATES)
+    samples = runstore.load_samples(env / RUN)
+    flagged_ids = samples.loc[samples["flagged"].astype(bool), "id"].astype(str).tolist()
+    store = ReviewStore(runs_root=env)
+    for key, decision in zip(flagged_ids[:4], ["accept", "accept", "accept", "keep"], strict=True):
+        store.record_decision(run_key(env), key, decision, 0, "ann")
+    at = open_page("export", current_run=RUN)
+    no_exception(at)
+    shown = texts(at)
+    assert "Precision of the flags, measured: 75%" in shown and "from 4 decisions" in shown
+    assert "Estimated before review: precision 80%" in shown
+    figures = json.loads(downloads[f"{RUN}-quality.json"])
+    assert figures["precision"]["errors"] == 3 and figures["precision"]["decided"] == 4
+    assert figures["estimated_before_review"] == ESTIMATES and figures["remaining_errors"] is None
+    header = downloads[f"{RUN}-labels.csv"].decode("utf-8").splitlines()[0].split(",")
+    assert header[: len(review.EXPORT_COLUMNS)] == review.EXPORT_COLUMNS  # the label export is unchanged
+
+
 def test_a_scratch_run_started_in_the_app_equals_the_cli_run(env, tmp_path):
     """One path from a request to a run: the same request from the Run page and from `detect`
     gives the same config (the scratch defaults included) and the same flags."""
