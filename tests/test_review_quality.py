@@ -107,12 +107,3 @@ def test_the_runs_own_estimates_as_one_line():
                "noise_rate": {"value": 0.2, "low": 0.1, "high": 0.3}}  # fmt: skip
     assert estimates_line(partial) == "Estimated before review: noise rate 20% (10-30%)"
     assert estimates_line({"precision": {"value": float("nan"), "low": 0, "high": 1}}) is None
-
-
-def test_removed_samples_leave_the_denominator():
-    samples = frame(10, np.arange(10) < 4)  # ids 1000-1003 flagged
-    latest = pd.DataFrame({"sample": ["1000", "1001", "1005"], "decision": ["remove", "keep", "accept"]})
-    r = review_quality(samples, latest, audit_keys=["1005", "1006"])["remaining_errors"]
-    # Flagged: 1 error in 2 decided, 2 undecided -> 1 error left; unflagged: 1 of 1 audited wrong,
-    # 5 not audited -> 5 left; 9 samples kept after the removal.
-    assert r["of"] == 9 and r["count"] == pytest.approx(6) and r["value"] == pytest.approx(6 / 9)
