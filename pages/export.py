@@ -16,7 +16,6 @@ from pages._common import (
     require_router,
     review_key,
     review_store,
-    run_info,
     safe,
     samples,
 )
@@ -32,8 +31,6 @@ frame = safe(samples, name)
 latest = review_store().latest_decisions(review_key(name))
 export = review.final_labels(frame, latest, class_names(name))
 quality = review.review_quality(frame, latest, audit_cards(name)["key"])
-estimates = run_info(name).get("estimates")
-before = review.estimates_line(estimates)
 decided = int((export["decision"] != "").sum())
 removed = int((export["decision"] == "remove").sum())
 changed = int(((export["final_label"] != export["given_label"]) & export["final_label"].notna()).sum())
@@ -48,7 +45,7 @@ st.caption(
 )
 
 st.subheader("Quality measured by the review")
-for line in review.quality_lines(quality) + ([before] if before else []):
+for line in review.quality_lines(quality):
     st.markdown(f"- {line}")
 
 c1, c2, c3 = st.columns(3)
@@ -58,8 +55,7 @@ buffer = io.BytesIO()
 export.to_parquet(buffer, index=False)
 c2.download_button("Download Parquet", buffer.getvalue(), file_name=f"{name}-labels.parquet",
                    mime="application/vnd.apache.parquet", key="download_parquet")  # fmt: skip
-figures = {"run": name, **quality, "estimated_before_review": estimates or None}
-c3.download_button("Download the quality figures (JSON)", json.dumps(figures, indent=2).encode("utf-8"),
+c3.download_button("Download the quality figures (JSON)", json.dumps({"run": name, **quality}, indent=2).encode("utf-8"),
                    file_name=f"{name}-quality.json", mime="application/json", key="download_quality")  # fmt: skip
 
 st.subheader("Decisions per class")

@@ -49,7 +49,6 @@ names = class_names(name)
 queue_all = safe(flagged, name)
 source = run_info(name).get("source") or {}
 store = review_store()
-before = review.estimates_line(run_info(name).get("estimates"))  # the detector's own figures, if the run has them
 num_classes = len(names) if names else int(max(frame["given_label"].max(), frame["suggested_label"].max())) + 1
 
 with st.sidebar:
@@ -140,8 +139,6 @@ def card() -> None:
     audit = audit_cards(name)
     quality = review.review_quality(frame, latest, audit["key"])
     st.caption(" · ".join(review.quality_lines(quality)))
-    if before:
-        st.caption(before)
     notice = st.session_state.pop("audit_notice", None)
     if notice is not None:
         st.info(f"That was an audit card (id `{notice}`): a random unflagged sample, mixed in to measure the "

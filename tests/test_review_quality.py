@@ -9,7 +9,6 @@ import pytest
 
 from dynacor.review.quality import (
     audit_order,
-    estimates_line,
     quality_lines,
     queue_with_audit,
     review_quality,
@@ -92,18 +91,3 @@ def test_unsure_counts_for_neither_and_no_audit_means_no_remaining_estimate():
     assert quality["precision"]["decided"] == 2 and quality["precision"]["value"] == 0.5
     assert quality["remaining_errors"] is None
     assert any("audit" in line for line in quality_lines(quality))
-
-
-def test_the_runs_own_estimates_as_one_line():
-    estimates = {"noise_rate": {"value": 0.21, "low": 0.18, "high": 0.24},
-                 "precision": {"value": 0.8, "low": 0.75, "high": 0.85},
-                 "recall": {"value": 0.7, "low": 0.6, "high": 0.78}, "threshold": 0.5}  # fmt: skip
-    assert estimates_line(estimates) == (
-        "Estimated before review: precision 80% (75-85%), recall 70% (60-78%), noise rate 21% (18-24%)"
-    )
-    # Runs without estimates, and figures a writer left incomplete, show nothing rather than fail.
-    assert estimates_line(None) is None and estimates_line({}) is None and estimates_line([1]) is None
-    partial = {"precision": {"value": 0.8}, "recall": {"value": None, "low": 0, "high": 1},
-               "noise_rate": {"value": 0.2, "low": 0.1, "high": 0.3}}  # fmt: skip
-    assert estimates_line(partial) == "Estimated before review: noise rate 20% (10-30%)"
-    assert estimates_line({"precision": {"value": float("nan"), "low": 0, "high": 1}}) is None

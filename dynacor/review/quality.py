@@ -159,32 +159,3 @@ def quality_lines(quality: dict) -> list[str]:
     elif u["value"] is None:
         lines.append("Turn the audit on to estimate the errors left among the unflagged samples.")
     return lines
-
-
-# What the detector estimated about itself before any review (run.json ``estimates``), in the
-# order the header reads them.
-ESTIMATED = (("precision", "precision"), ("recall", "recall"), ("noise_rate", "noise rate"))
-
-
-def estimates_line(estimates: object) -> str | None:
-    """The run's own estimates (run.json ``estimates``: ``{"precision": {"value", "low", "high"},
-    "recall": ..., "noise_rate": ...}``, fractions) as one sentence; None when the run has none.
-
-    Figures that are missing or not numbers are left out rather than failing: runs written before
-    the estimates existed, or by a partial writer, must still open.
-    """
-    if not isinstance(estimates, dict):
-        return None
-    parts = []
-    for field, words in ESTIMATED:
-        figure = estimates.get(field)
-        if not isinstance(figure, dict):
-            continue
-        try:
-            value, low, high = (float(figure[k]) for k in ("value", "low", "high"))
-        except (KeyError, TypeError, ValueError):
-            continue
-        if not all(map(math.isfinite, (value, low, high))):
-            continue
-        parts.append(f"{words} {100 * value:.0f}% ({100 * low:.0f}-{100 * high:.0f}%)")
-    return "Estimated before review: " + ", ".join(parts) if parts else None
