@@ -91,3 +91,12 @@ def test_unsure_counts_for_neither_and_no_audit_means_no_remaining_estimate():
     assert quality["precision"]["decided"] == 2 and quality["precision"]["value"] == 0.5
     assert quality["remaining_errors"] is None
     assert any("audit" in line for line in quality_lines(quality))
+
+
+def test_removed_samples_leave_the_denominator():
+    samples = frame(10, np.arange(10) < 4)  # ids 1000-1003 flagged
+    latest = pd.DataFrame({"sample": ["1000", "1001", "1005"], "decision": ["remove", "keep", "accept"]})
+    r = review_quality(samples, latest, audit_keys=["1005", "1006"])["remaining_errors"]
+    # Flagged: 1 error in 2 decided, 2 undecided -> 1 error left; unflagged: 1 of 1 audited wrong,
+    # 5 not audited -> 5 left; 9 samples kept after the removal.
+    assert r["of"] == 9 and r["count"] == pytest.approx(6) and r["value"] == pytest.approx(6 / 9)
