@@ -171,9 +171,14 @@ def audit_cards(name: str):
 @st.cache_data(max_entries=4, show_spinner=False)
 def _explain(path: str, _mtime_key: int):
     frame = runstore.load_samples(path)
-    signs, margins = runstore.load_array(path, "dynamics"), runstore.load_array(path, "margins")
-    means = runview.cluster_mean_curves(signs, margins, frame["flagged"].to_numpy().astype(bool))
-    return runstore.load_neighbours(path), runview.class_exemplars(frame), means, signs[: len(frame)]
+    means = signs = None
+    try:  # baselines run through `detect --method` may have no dynamics: the card goes without the curve
+        signs, margins = runstore.load_array(path, "dynamics"), runstore.load_array(path, "margins")
+        means = runview.cluster_mean_curves(signs, margins, frame["flagged"].to_numpy().astype(bool))
+        signs = signs[: len(frame)]
+    except MissingError:
+        pass
+    return runstore.load_neighbours(path), runview.class_exemplars(frame), means, signs
 
 
 def explain(name: str):

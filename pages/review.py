@@ -100,10 +100,11 @@ def why_flagged(row, given: int, suggested: int) -> None:
     feature space with their given labels, and what the given and suggested classes look like."""
     neighbours, exemplars, means, signs = safe(explain, name)
     i = int(row["index"])
-    curve = means.pivot(index="epoch", columns="cluster", values="sign")
-    curve["this sample"] = signs[i]
-    st.caption("Sign of the margin per classifier epoch (+1: the given label wins), against the clusters' means")
-    st.line_chart(curve, height=160)
+    if means is not None:
+        curve = means.pivot(index="epoch", columns="cluster", values="sign")
+        curve["this sample"] = signs[i]
+        st.caption("Sign of the margin per classifier epoch (+1: the given label wins), against the clusters' means")
+        st.line_chart(curve, height=160)
     show_images = "path" in frame
 
     def gallery(rows, caption: str, key: str) -> None:

@@ -287,3 +287,13 @@ def test_a_scratch_run_started_in_the_app_equals_the_cli_run(env, tmp_path):
     app_samples, cli_samples = (pd.read_csv(d / "samples.csv") for d in (job.run_dir, cli_dir))
     assert app_samples["given_label"].tolist() == cli_samples["given_label"].tolist()
     assert abs(app_run["metrics"]["auroc"] - cli_run["metrics"]["auroc"]) < 0.05
+
+
+def test_review_card_of_a_run_without_dynamics(env):
+    """Baselines run through `detect --method` write no margins: the card shows without the curve."""
+    for name in ("dynamics.npy", "margins.npy", "neighbours.npz"):
+        (env / RUN / name).unlink(missing_ok=True)
+    at = open_page("review", current_run=RUN, annotator="alice")
+    no_exception(at)
+    assert "Why was this flagged?" in [e.label for e in at.get("expander")]
+    assert "(given)" in texts(at) and "Nearest in feature space" not in texts(at)
