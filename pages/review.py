@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from dynacor import review
@@ -101,10 +102,16 @@ def why_flagged(row, given: int, suggested: int) -> None:
     neighbours, exemplars, means, signs = safe(explain, name)
     i = int(row["index"])
     if means is not None:
-        curve = means.pivot(index="epoch", columns="cluster", values="sign")
-        curve["this sample"] = signs[i]
+        fig = go.Figure()
+        for cluster, part in means.groupby("cluster"):
+            colour = "#d62728" if "noisy" in cluster else "#1f77b4"
+            fig.add_trace(go.Scatter(x=part["epoch"], y=part["sign"], name=cluster, line=dict(color=colour, dash="dash")))
+        fig.add_trace(go.Scatter(x=part["epoch"], y=signs[i], name="this sample", mode="lines+markers",
+                                 line=dict(color="black")))  # fmt: skip
+        fig.update_layout(height=200, margin=dict(l=10, r=10, t=10, b=10), yaxis=dict(range=[-1.1, 1.1]),
+                          legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), xaxis_title="classifier epoch")  # fmt: skip
         st.caption("Sign of the margin per classifier epoch (+1: the given label wins), against the clusters' means")
-        st.line_chart(curve, height=160)
+        st.plotly_chart(fig, key=f"why_curve_{i}")
     show_images = "path" in frame
 
     def gallery(rows, caption: str, key: str) -> None:
