@@ -161,11 +161,9 @@ def run(
     started_total = time.perf_counter()
     threads = set_threads(config.num_threads)
     device = pick_device(config.device)
-    seeds = np.random.SeedSequence(config.seed).spawn(4)
-    # seeds[0] drew the synthetic noise before `synthetic_labels` took that over; kept so that
-    # copies and networks draw what they always drew.
+    seeds = _seed_streams(config.seed)
     copy_rng = np.random.default_rng(seeds[1])
-    head_gen = torch.Generator().manual_seed(int(seeds[2].generate_state(1)[0]))  # seeds[3]: the encoder's
+    head_gen = _torch_generator(seeds[2])
 
     def stop_check() -> bool:
         return should_stop is not None and should_stop()
@@ -295,7 +293,7 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
     m = len(dynamics.copy_pair)
     margins = np.asarray(dynamics.margins_all, dtype=np.float32)
     is_copy = np.arange(n + m) >= n
-    enc_gen = torch.Generator().manual_seed(int(np.random.SeedSequence(config.seed).spawn(4)[3].generate_state(1)[0]))
+    enc_gen = _torch_generator(_seed_streams(config.seed)[3])
 
     # Encoder and clustering.
     t = _stage_start(emit, "encoder", total=config.encoder_epochs)
@@ -376,6 +374,17 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         source=dynamics.source,
         warnings=warnings,
     )
+
+
+def _seed_streams(seed: int) -> list[np.random.SeedSequence]:
+    """The run's independent random streams: [0] unused (it drew the synthetic noise before
+    `synthetic_labels` took that over; kept so the others draw what they always drew), [1] the
+    copies, [2] the classifier, [3] the encoder. `run` and `detect` both derive them here."""
+    return np.random.SeedSequence(seed).spawn(4)
+
+
+def _torch_generator(stream: np.random.SeedSequence) -> torch.Generator:
+    return torch.Generator().manual_seed(int(stream.generate_state(1)[0]))
 
 
 def _train_from_scratch(config, data, labels_all, pair, generator, device, on_epoch, stop_check) -> HeadDynamics:
