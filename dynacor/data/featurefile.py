@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from dynacor.data.feature_cache import default_cache_dir
+from dynacor.data.feature_dir import is_feature_dir, load_feature_dir, npz_to_feature_dir
 from dynacor.errors import InputError, MissingError
 from dynacor.method.featureset import FeatureSet
 from dynacor.method.validate import check_featureset
 
 OPTIONAL_KEYS = ("features_aug", "clean_labels", "ids", "class_names", "paths")
+# An .npz larger than this is streamed once into a memory-mapped feature directory in the cache
+# instead of being read whole (DYNACOR_STREAM_BYTES overrides; 0 streams every file).
+STREAM_BYTES = int(os.environ.get("DYNACOR_STREAM_BYTES", 2**30))
+
+
+def streamed_copy(npz: Path) -> Path:
+    """The feature directory streamed from ``npz`` (made on first use, then reused while the file
+    keeps its size and modification time), under the feature cache."""
+    stat = npz.stat()
+    key = hashlib.sha256(f"{npz.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    target = default_cache_dir() / "feature_dirs" / key
+    if not is_feature_dir(target):
+        npz_to_feature_dir(npz, target)
+    return target
 
 
 def load_features(path: str | Path, labels_key: str = "labels", needs_clean: bool = False) -> FeatureSet:
@@ -30,10 +48,15 @@ def load_features(path: str | Path, labels_key: str = "labels", needs_clean: boo
     if not path.exists():
         raise MissingError(f"{path}: no such file")
     if path.is_dir():
-        raise InputError(path, None, "a feature file (.npz or .parquet), not a directory", "a directory")
+        if not is_feature_dir(path):
+            raise InputError(path, None, "a feature file (.npz or .parquet) or a feature directory (with manifest.json)",
+                             "a directory without manifest.json")  # fmt: skip
+        return load_feature_dir(path, labels_key, needs_clean=needs_clean)
     if path.stat().st_size == 0:
         raise InputError(path, None, "a non-empty .npz or .parquet file", "an empty file")
     suffix = path.suffix.lower()
+    if suffix == ".npz" and path.stat().st_size > STREAM_BYTES:
+        return load_feature_dir(streamed_copy(path), labels_key, needs_clean=needs_clean)
     if suffix == ".npz":
         data = _load_npz(path, labels_key)
     elif suffix in (".parquet", ".pq"):
@@ -63,16 +86,11 @@ def _load_npz(path: Path, labels_key: str) -> FeatureSet:
         for key in ("features", labels_key):
             if key not in keys:
                 raise InputError(path, key, "present", f"keys {sorted(keys)}")
-        features = get("features")
-        if features.dtype == np.float16:
-            features = features.astype(np.float32)
-        features_aug = get("features_aug")
-        if features_aug is not None and features_aug.dtype == np.float16:
-            features_aug = features_aug.astype(np.float32)
+        # float16 stays float16: the engine converts only the rows of each mini-batch.
         return FeatureSet(
-            features=features,
+            features=get("features"),
             labels=get(labels_key),
-            features_aug=features_aug,
+            features_aug=get("features_aug"),
             clean_labels=get("clean_labels"),
             ids=get("ids"),
             class_names=None if "class_names" not in keys else list(get("class_names").tolist()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +24,8 @@ class HeadDynamics:
     ----------
     margins : (S, E) float32, logit margin of each sample (originals then copies) for its own label
     prob_given : (S, E) float32, softmax probability of its own label
-    late_probs : (S, C) float32, softmax averaged over the last ``late_epochs`` epochs
+    late_probs : (N, C) float32 (float16 when N x C passes `LATE_PROBS_FLOAT32_LIMIT`), softmax of
+        the originals averaged over the last ``late_epochs`` epochs
     epochs : one dict per epoch: loss, accuracy, test accuracy when a test split exists, seconds
     """
 
@@ -31,6 +33,71 @@ class HeadDynamics:
     prob_given: np.ndarray
     late_probs: np.ndarray
     epochs: list[dict] = field(default_factory=list)
+
+
+# Above this many elements (1 GiB of float32) the late softmax sums are kept in float16: a million
+# samples of a thousand classes would otherwise hold 4 GiB for a suggestion per sample.
+LATE_PROBS_FLOAT32_LIMIT = 2**28
+
+
+class RowSource:
+    """The S = N + M training rows without materialising them: row i < N is ``features[i]``, row
+    N + j is ``features_aug[copy_pair[j]]`` (the copy's view of its original).
+
+    The matrices stay in their own dtype and storage (float16 memory maps of a feature directory
+    included) and only the rows of a mini-batch are gathered and converted to float32, so memory
+    does not grow with N beyond the (S,) index vectors. On CUDA the matrices are moved to the
+    device once when they fit in a quarter of its free memory.
+
+    features : (N, D) float; features_aug : (N, D) float or None (copies reuse ``features``);
+    copy_pair : (M,) int64 or None (no copies: S = N).
+    """
+
+    def __init__(self, features: np.ndarray, features_aug: np.ndarray | None, copy_pair: np.ndarray | None,
+                 device: torch.device):  # fmt: skip
+        self.n = int(features.shape[0])
+        self.dim = int(features.shape[1])
+        pair = np.zeros(0, dtype=np.int64) if copy_pair is None else np.asarray(copy_pair, dtype=np.int64)
+        self.size = self.n + len(pair)
+        self.device = device
+        views = [features] if features_aug is None else [features, features_aug]
+        tensors = [_as_tensor(v) for v in views]
+        if device.type == "cuda":
+            free = torch.cuda.mem_get_info(device)[0]
+            if sum(t.numel() * t.element_size() for t in tensors) < free // 4:
+                tensors = [t.to(device) for t in tensors]
+        self.tensors = tensors
+        self.on_device = tensors[0].device == device
+        # For every training row: which view (0 plain, 1 flip) and which row of it.
+        self.source_row = torch.cat([torch.arange(self.n), torch.from_numpy(pair)]).to(tensors[0].device)
+        self.view = torch.cat([torch.zeros(self.n, dtype=torch.bool),
+                               torch.full((len(pair),), features_aug is not None)]).to(tensors[0].device)  # fmt: skip
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B,) row indices in [0, S) -> (B, D) float32 on the device."""
+        idx = idx.to(self.source_row.device)
+        rows = self.source_row[idx]
+        if len(self.tensors) == 1:
+            out = torch.index_select(self.tensors[0], 0, rows).float()
+        else:
+            flip = self.view[idx]
+            out = torch.empty((len(idx), self.dim), dtype=torch.float32, device=rows.device)
+            out[~flip] = torch.index_select(self.tensors[0], 0, rows[~flip]).float()
+            out[flip] = torch.index_select(self.tensors[1], 0, rows[flip]).float()
+        return out.to(self.device, non_blocking=True)
+
+
+def _as_tensor(matrix: np.ndarray) -> torch.Tensor:
+    """A CPU tensor on the same memory as ``matrix`` (float16 and float32 kept as they are)."""
+    array = np.asarray(matrix)
+    if array.dtype not in (np.float16, np.float32):
+        array = array.astype(np.float32)
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    with warnings.catch_warnings():
+        # Read-only memory maps: torch warns that writes would be undefined; we never write.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
 
 
 def train_head(
@@ -49,6 +116,8 @@ def train_head(
     late_epochs: int = 5,
     generator: torch.Generator,
     device: torch.device | str = "cpu",
+    features_aug: np.ndarray | None = None,
+    copy_pair: np.ndarray | None = None,
     test: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -57,9 +126,12 @@ def train_head(
 
     Parameters
     ----------
-    features : (S, D) float, originals then copies
-    labels : (S,) int64, the label each sample is trained on (given or corrupted)
+    features : (N, D) float, the originals (any array: a read-only memory map is never copied)
+    labels : (S,) int64, the label each training row is trained on: the N originals' given labels,
+        then the M copies' corrupted labels
     num_classes : C
+    features_aug : (N, D) float or None, the view the copies are trained on (default ``features``)
+    copy_pair : (M,) int64 or None, the original of each copy (None: no copies, S = N)
     record : ``"train"`` records each mini-batch's logits before its update, as the authors'
         code does (no extra cost); ``"eval"`` runs a separate no-grad pass after each epoch
     generator : seeds initialisation and shuffling (CPU generator)
@@ -69,18 +141,21 @@ def train_head(
 
     Returns
     -------
-    HeadDynamics with margins and probabilities of shape (S, E).
+    HeadDynamics with margins and probabilities of shape (S, E) and late_probs (N, C).
     """
     device = torch.device(device)
-    x = torch.as_tensor(np.ascontiguousarray(features), dtype=torch.float32).to(device)
-    y = torch.as_tensor(labels, dtype=torch.int64).to(device)
-    s = x.shape[0]
-    head = mlp_head(x.shape[1], num_classes, hidden, generator).to(device)
+    rows = RowSource(features, features_aug, copy_pair, device)
+    s, n = rows.size, rows.n
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(device)
+    if y.shape[0] != s:
+        raise ValueError(f"labels must have one entry per training row ({s}), got {y.shape[0]}")
+    head = mlp_head(rows.dim, num_classes, hidden, generator).to(device)
     optimiser, scheduler = make_sgd(head.parameters(), lr, momentum, weight_decay, schedule, epochs)
     loss_fn = nn.CrossEntropyLoss()
     margins = torch.empty((s, epochs), dtype=torch.float32, device=device)
     prob_given = torch.empty((s, epochs), dtype=torch.float32, device=device)
-    late_probs = torch.zeros((s, num_classes), dtype=torch.float32, device=device)
+    late_dtype = torch.float32 if n * num_classes <= LATE_PROBS_FLOAT32_LIMIT else torch.float16
+    late_probs = torch.zeros((n, num_classes), dtype=late_dtype, device=device)
     first_late = max(0, epochs - late_epochs)
     log: list[dict] = []
 
@@ -91,7 +166,8 @@ def train_head(
         probs = torch.softmax(logits, dim=1)
         prob_given[idx, epoch] = probs.gather(1, target[:, None]).squeeze(1)
         if epoch >= first_late:
-            late_probs[idx] += probs
+            original = idx < n
+            late_probs[idx[original]] += probs[original].to(late_dtype)
 
     for epoch in range(epochs):
         started = time.perf_counter()
@@ -103,7 +179,7 @@ def train_head(
             if should_stop is not None and b % 16 == 0 and should_stop():
                 raise Cancelled("cancelled during classifier training")
             idx = order[start : start + batch_size]
-            logits = head(x[idx])
+            logits = head(rows.gather(idx))
             loss = loss_fn(logits, y[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -118,7 +194,7 @@ def train_head(
                 head.eval()
                 for start in range(0, s, 8192):
                     idx = torch.arange(start, min(s, start + 8192), device=device)
-                    store(idx, head(x[idx]), epoch)
+                    store(idx, head(rows.gather(idx)), epoch)
         entry = {
             "epoch": epoch + 1,
             "loss": float(total_loss) / s,

@@ -77,6 +77,10 @@ class DynaCorConfig:
 
     # 6. For the reviewer: each flagged sample's nearest neighbours in feature space (0: none).
     explain_neighbours: int = 8
+    # ...for the most confidently noisy flagged samples only: the search costs this many x N
+    # dot products, which must stay linear in N at a million samples (5,000 x 1M: a few minutes
+    # on 2 cores); a reviewer starts from the top of the queue.
+    explain_limit: int = 5000
 
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -57,30 +57,53 @@ def nearest_neighbours(
     return index, dist
 
 
-def neighbours_of(x: np.ndarray, rows: np.ndarray, k: int, metric: str = "cosine", block: int = 1024) -> np.ndarray:
+def neighbours_of(
+    x: np.ndarray, rows: np.ndarray, k: int, metric: str = "cosine", block: int = 1024, db_block: int = 65536
+) -> np.ndarray:
     """The ``k`` nearest neighbours among all rows of ``x`` of the rows listed in ``rows``, each
     itself excluded, nearest first: what a reviewer is shown beside a flagged sample.
 
+    ``x`` is read ``db_block`` rows at a time (a float16 memory map of a million rows is never
+    converted whole); a running top-k per query row merges the blocks.
+
     x (N, D), rows (R,) int -> (R, k) int64 indices into ``x``.
     """
-    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    if metric == "cosine":
-        data = torch.nn.functional.normalize(data, dim=1)
-    elif metric != "euclidean":
+    if metric not in ("euclidean", "cosine"):
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
     rows = np.asarray(rows, dtype=np.int64)
-    k = min(k, data.shape[0] - 1)
-    norms = (data * data).sum(dim=1)
+    n = int(x.shape[0])
+    k = min(k, n - 1)
     out = np.empty((len(rows), k), dtype=np.int64)
+    if len(rows) == 0 or k <= 0:
+        return out
+
+    def prepared(values: np.ndarray) -> torch.Tensor:
+        data = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        return torch.nn.functional.normalize(data, dim=1) if metric == "cosine" else data
+
     with torch.no_grad():
         for start in range(0, len(rows), block):
-            chunk = torch.from_numpy(rows[start : start + block])
-            if metric == "cosine":
-                score = -(data[chunk] @ data.T)
-            else:
-                score = torch.addmm(norms.unsqueeze(0), data[chunk], data.T, beta=1.0, alpha=-2.0)
-            score[torch.arange(len(chunk)), chunk] = float("inf")
-            out[start : start + len(chunk)] = torch.topk(score, k, dim=1, largest=False, sorted=True).indices.numpy()
+            chunk = rows[start : start + block]
+            queries = prepared(x[np.sort(chunk)])[np.argsort(np.argsort(chunk))]
+            best_score = torch.full((len(chunk), k), float("inf"))
+            best_index = torch.zeros((len(chunk), k), dtype=torch.int64)
+            for db_start in range(0, n, db_block):
+                data = prepared(x[db_start : db_start + db_block])
+                if metric == "cosine":
+                    score = -(queries @ data.T)
+                else:
+                    norms = (data * data).sum(dim=1)
+                    score = torch.addmm(norms.unsqueeze(0), queries, data.T, beta=1.0, alpha=-2.0)
+                local = torch.from_numpy(chunk - db_start)
+                inside = (local >= 0) & (local < data.shape[0])
+                score[torch.nonzero(inside).flatten(), local[inside]] = float("inf")
+                index = torch.arange(db_start, db_start + data.shape[0]).expand(len(chunk), -1)
+                merged_score = torch.cat([best_score, score], dim=1)
+                merged_index = torch.cat([best_index, index], dim=1)
+                top = torch.topk(merged_score, k, dim=1, largest=False, sorted=True).indices
+                best_score = merged_score.gather(1, top)
+                best_index = merged_index.gather(1, top)
+            out[start : start + len(chunk)] = best_index.numpy()
     return out
 
 

@@ -75,9 +75,8 @@ def instance_dependent(
     """
     from scipy.stats import truncnorm
 
-    x = np.asarray(features, dtype=np.float64)
     y = np.asarray(clean_labels, dtype=np.int64)
-    n, d = x.shape
+    n, d = features.shape
     sd = 0.1
     q = truncnorm.rvs((0.0 - eta) / sd, (1.0 - eta) / sd, loc=eta, scale=sd, size=n, random_state=rng)
     w = rng.standard_normal((num_classes, d, num_classes))
@@ -87,7 +86,9 @@ def instance_dependent(
         idx = np.flatnonzero(y == c)
         if idx.size == 0:
             continue
-        logits = x[idx] @ w[c]
+        # Rows gathered in float64 a block at a time (not one float64 copy of all the features).
+        logits = np.concatenate([np.asarray(features[idx[i : i + 65536]], dtype=np.float64) @ w[c]
+                                 for i in range(0, idx.size, 65536)])  # fmt: skip
         logits[:, c] = -np.inf
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)

@@ -175,11 +175,7 @@ def run(
     if config.noise is not None:
         given = synthetic_labels(config.noise, data.clean_labels, num_classes, config.seed, features=data.features)
     copies = make_copies(given, num_classes, config.gamma, copy_rng)
-    aug = data.features_aug if data.features_aug is not None else data.features
     n = data.num_samples
-    features_all = None
-    if config.classifier == "mlp":
-        features_all = np.concatenate([np.asarray(data.features, np.float32), np.asarray(aug[copies.pair], np.float32)])
     labels_all = np.concatenate([given, copies.labels])
     realised = noise_rate(given, data.clean_labels) if data.clean_labels is not None else None
     emit("info", num_samples=n, num_copies=copies.size, num_classes=num_classes,
@@ -194,7 +190,7 @@ def run(
     if config.classifier == "mlp":
         test = (data.test_features, data.test_labels) if data.test_features is not None else None
         head = train_head(
-            features_all, labels_all, num_classes,
+            data.features, labels_all, num_classes, features_aug=data.features_aug, copy_pair=copies.pair,
             epochs=config.epochs, lr=config.lr, momentum=config.momentum,
             weight_decay=config.weight_decay, batch_size=config.batch_size, hidden=config.hidden,
             schedule=config.schedule, record=config.record, late_epochs=config.late_epochs,
@@ -202,11 +198,10 @@ def run(
         )  # fmt: skip
     else:
         head = _train_from_scratch(config, data, labels_all, copies.pair, head_gen, device, on_epoch, stop_check)
-    del features_all
     timings["classifier"] = _stage_end(emit, "classifier", t)
 
     dynamics = Dynamics(
-        margins_all=head.margins, prob_given_all=head.prob_given, late_probs=head.late_probs[:n],
+        margins_all=head.margins, prob_given_all=head.prob_given, late_probs=head.late_probs,
         copy_pair=copies.pair, copy_labels=copies.labels, given_labels=given, clean_labels=data.clean_labels,
         ids=data.sample_ids(), class_names=data.class_names, paths=data.paths, source=dict(data.source),
         classifier_epochs=head.epochs,
@@ -218,6 +213,7 @@ def run(
         # What the reviewer sees beside a flagged sample: its neighbours and their given labels.
         started = time.perf_counter()
         rows = np.flatnonzero(result.flagged)
+        rows = np.sort(rows[np.argsort(-result.q_noisy[rows], kind="stable")[: config.explain_limit]])
         result.neighbour_rows = rows
         result.neighbours = neighbours_of(data.features, rows, config.explain_neighbours)
         result.timings["neighbours"] = time.perf_counter() - started

@@ -194,8 +194,11 @@ def _matrix(values: object, file: str, field: str) -> np.ndarray:
         raise InputError(file, field, "a non-empty 2-D array (N samples, D dimensions)", f"shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise InputError(file, field, "real numbers", f"dtype {arr.dtype}")
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+    # In blocks: a memory-mapped million-row matrix must not be checked through an N x D mask.
+    bad = 0
+    for start in range(0, arr.shape[0], 65536):
+        bad += int((~np.isfinite(arr[start : start + 65536])).any(axis=1).sum())
+    if bad:
         raise InputError(file, field, "finite numbers (no NaN or inf)", f"{bad} row(s) with NaN or inf")
     return arr
 
