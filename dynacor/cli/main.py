@@ -1,4 +1,5 @@
-"""The ``dynacor`` command: ``detect`` (one run) and ``bench`` (the benchmark grid).
+"""The ``dynacor`` command: ``detect`` (one run), ``bench`` (the benchmark grid), ``export`` and
+``import-review`` (a reviewed run to and from cleanlab, FiftyOne, Label Studio).
 
 The output files and columns of ``detect`` are a contract other tools rely on: see README.md.
 Exit codes: 0 success, 2 bad input, 1 a failed run, 130 cancelled (Ctrl-C).
@@ -11,6 +12,14 @@ import sys
 
 from dynacor.cli import bench
 from dynacor.cli.detect import EXIT_BAD_INPUT, cmd_detect
+from dynacor.cli.export import (
+    add_export_arguments,
+    add_import_arguments,
+    cmd_export,
+    cmd_import_review,
+)
+from dynacor.cli.features import add_arguments as add_features_arguments
+from dynacor.cli.features import cmd_features
 from dynacor.cli.options import add_config_arguments, add_source_arguments
 from dynacor.errors import CorruptError, InputError, MissingError, RunExistsError
 
@@ -41,6 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run methods x noise settings x seeds on a feature file and write Markdown and CSV tables.",
     )
     bench.add_arguments(grid)
+
+    features = sub.add_parser(
+        "features",
+        help="extract image features into a feature directory (resumable; in-process or on Ray)",
+        description="Run a frozen backbone over an image folder or manifest and write FEATURES_DIR "
+        "(features.npy, features_aug.npy, samples.parquet, manifest.json) for `detect --features`. "
+        "Works in shards: a killed extraction resumes where it stopped.",
+    )
+    add_features_arguments(features)
+
+    export = sub.add_parser(
+        "export",
+        help="hand a (reviewed) run to cleanlab, FiftyOne or Label Studio",
+        description="Write a finished run with its review decisions as a cleanlab-style table, a FiftyOne "
+        "dataset folder or Label Studio tasks with a matching labelling config.",
+    )
+    add_export_arguments(export)
+    imported = sub.add_parser(
+        "import-review",
+        help="record a Label Studio export as review decisions",
+        description="Read Label Studio's JSON export of tasks made by `dynacor export --to labelstudio` and record "
+        "each task's latest annotation as a decision: the given class -> keep, the suggested class -> "
+        "accept, another class -> relabel.",
+    )
+    add_import_arguments(imported)
     return parser
 
 
@@ -50,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "detect":
             return cmd_detect(args)
+        if args.command == "features":
+            return cmd_features(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "import-review":
+            return cmd_import_review(args)
         return bench.main(args)
     except (InputError, MissingError, CorruptError, RunExistsError) as exc:
         print(f"dynacor: error: {exc}", file=sys.stderr)

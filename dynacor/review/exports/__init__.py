@@ -1,0 +1,33 @@
+"""A reviewed run handed to other tools: a cleanlab-style table, a FiftyOne dataset, Label Studio
+tasks (and a Label Studio export read back as review decisions).
+
+Each format is built by pure functions from the run's per-sample table and its latest review
+decisions (`dynacor.review.store.ReviewStore.latest_decisions`); the writers apart from them write
+atomically. FiftyOne is imported only when a FiftyOne dataset is written.
+"""
+
+from dynacor.review.exports.cleanlab_table import CLEANLAB_COLUMNS, cleanlab_table, write_table
+from dynacor.review.exports.common import class_list, images_of
+from dynacor.review.exports.fiftyone_dataset import (
+    BRAIN_KEY,
+    fiftyone_rows,
+    fiftyone_unavailable,
+    write_dataset,
+)
+from dynacor.review.exports.labelstudio import (
+    FROM_NAME,
+    TO_NAME,
+    decisions_from_export,
+    image_urls,
+    label_config,
+    read_export,
+    tasks,
+)
+
+FORMATS = ("cleanlab", "fiftyone", "labelstudio")
+
+__all__ = [
+    "BRAIN_KEY", "CLEANLAB_COLUMNS", "FORMATS", "FROM_NAME", "TO_NAME", "class_list", "cleanlab_table",
+    "decisions_from_export", "fiftyone_rows", "fiftyone_unavailable", "image_urls", "images_of",
+    "label_config", "read_export", "tasks", "write_dataset", "write_table",
+]  # fmt: skip
