@@ -25,6 +25,7 @@ require_router()  # before anything is drawn: see pages/_common.py
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 MAX_THUMBS = 24
+MAX_DRAWN = 60_000
 
 st.title("Clusters")
 name = pick_finished_run("clusters", st.sidebar)
@@ -65,17 +66,31 @@ def label_text(values: np.ndarray) -> np.ndarray:
     return np.asarray([label_name(names, v) for v in values], dtype=object)
 
 
-given_text = label_text(frame["given_label"].to_numpy())
-suggested_text = label_text(frame["suggested_label"].to_numpy())
+# Big runs: a seeded subset is drawn over a density shading of every point; a box or lasso still
+# selects every point inside it (below), drawn or not.
+drawn = umap_map.drawn_subset(n + pair.size, MAX_DRAWN)
+sampled = len(drawn) < n + pair.size
+drawn_orig = drawn[drawn < n]
+drawn_copies = drawn[drawn >= n] - n
 ids = frame["id"].astype(str).to_numpy()
-orig_hover = np.char.add(
-    np.char.add(np.char.add("id ", ids.astype(str)), np.char.add("<br>given: ", given_text.astype(str))),
-    np.char.add(np.char.add("<br>suggested: ", suggested_text.astype(str)),
-                np.char.add("<br>score: ", np.char.mod("%.3f", frame["noisy_score"].to_numpy()))),
-)  # fmt: skip
-copy_hover = np.char.add(np.char.add("copy of id ", ids[pair].astype(str)), np.char.add("<br>corrupted label: ", label_text(copy_labels).astype(str)))
+
+
+def hover_of_originals(rows: np.ndarray) -> np.ndarray:
+    given = label_text(frame["given_label"].to_numpy()[rows]).astype(str)
+    suggested = label_text(frame["suggested_label"].to_numpy()[rows]).astype(str)
+    score = np.char.mod("%.3f", frame["noisy_score"].to_numpy()[rows])
+    return np.char.add(np.char.add(np.char.add("id ", ids[rows]), np.char.add("<br>given: ", given)),
+                       np.char.add(np.char.add("<br>suggested: ", suggested), np.char.add("<br>score: ", score)))  # fmt: skip
+
 
 fig = go.Figure()
+if sampled:
+    counts, xedges, yedges = np.histogram2d(coords[:, 0], coords[:, 1], bins=160)
+    fig.add_trace(go.Heatmap(
+        z=np.log1p(counts.T), x=(xedges[:-1] + xedges[1:]) / 2, y=(yedges[:-1] + yedges[1:]) / 2,
+        colorscale=[[0, "rgba(255,255,255,0)"], [1, "rgba(40,40,40,0.9)"]], showscale=False,
+        hoverinfo="skip", name="all points (density)",
+    ))  # fmt: skip
 # customdata = row in the samples table (copies: -1 - row of their original) so a selection maps
 # back to samples whatever the trace order.
 groups: list[tuple[str, np.ndarray, np.ndarray | None]] = []
@@ -88,6 +103,7 @@ else:
         label = str(value) if column == "cluster" else label_name(names, value)
         groups.append((label, np.flatnonzero(values == value), np.array(COLOURS[k % len(COLOURS)])))
 for label, rows, colour in groups:
+    rows = np.intersect1d(rows, drawn_orig, assume_unique=True) if sampled else rows
     marker = dict(size=5, opacity=0.75)
     if colour is None:
         marker.update(color=frame["noisy_score"].to_numpy()[rows], colorscale="RdYlBu_r", cmin=0, cmax=1,
@@ -95,26 +111,35 @@ for label, rows, colour in groups:
     else:
         marker.update(color=str(colour))
     fig.add_trace(go.Scattergl(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=label, marker=marker,
-                               customdata=rows, hovertext=orig_hover[rows], hoverinfo="text"))  # fmt: skip
-if show_copies and pair.size:
-    copy_rows = np.arange(n, n + pair.size)
+                               customdata=rows, hovertext=hover_of_originals(rows), hoverinfo="text"))  # fmt: skip
+if show_copies and drawn_copies.size:
+    copy_hover = np.char.add(np.char.add("copy of id ", ids[pair[drawn_copies]]),
+                             np.char.add("<br>corrupted label: ", label_text(copy_labels[drawn_copies]).astype(str)))  # fmt: skip
     fig.add_trace(go.Scattergl(
-        x=coords[copy_rows, 0], y=coords[copy_rows, 1], mode="markers", name="corrupted copies",
+        x=coords[n + drawn_copies, 0], y=coords[n + drawn_copies, 1], mode="markers", name="corrupted copies",
         marker=dict(size=6, symbol="x", color="rgba(60,60,60,0.55)"),
-        customdata=-1 - pair, hovertext=copy_hover, hoverinfo="text",
+        customdata=-1 - pair[drawn_copies], hovertext=copy_hover, hoverinfo="text",
     ))  # fmt: skip
 fig.update_layout(height=620, margin=dict(l=10, r=10, t=40, b=10), dragmode="lasso",
                   legend=dict(itemsizing="constant", orientation="h", yanchor="bottom", y=1.0, x=0),
                   xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None))  # fmt: skip
 st.caption(
     f"{n:,} samples and {pair.size:,} corrupted copies; chosen encoder epoch {info.get('chosen_epoch')}. "
-    "Draw a box or lasso around points to list them."
-)
+    + (f"{len(drawn):,} points drawn, a random subset; the shading shows all of them, and a box or lasso "
+       "selects every point inside it, drawn or not. " if sampled else "")
+    + "Draw a box or lasso around points to list them."
+)  # fmt: skip
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"), key="map")
 
-points = getattr(getattr(event, "selection", None), "points", None) or []
+selection = getattr(event, "selection", None)
+points = getattr(selection, "points", None) or []
 selected_rows: list[int] = []
-trace_data = [np.asarray(t.customdata) for t in fig.data]
+boxes, lassos = (getattr(selection, "box", None) or []), (getattr(selection, "lasso", None) or [])
+if sampled and (boxes or lassos):
+    hit = umap_map.inside_selection(coords, boxes, lassos)
+    points = []  # the drawn points are among those found
+    selected_rows = np.unique(np.concatenate([np.flatnonzero(hit[:n]), pair[hit[n:]]])).tolist()
+trace_data = [np.asarray(t.customdata) if t.customdata is not None else None for t in fig.data]
 for p in points:
     value = p.get("customdata")
     if isinstance(value, list):
@@ -122,6 +147,8 @@ for p in points:
     if value is None:  # older streamlit: no customdata in the event, find it through the trace
         curve, index = p.get("curve_number"), p.get("point_index", p.get("point_number"))
         if curve is None or index is None:
+            continue
+        if trace_data[int(curve)] is None:  # the density shading
             continue
         value = trace_data[int(curve)][int(index)]
     row = int(value)

@@ -69,3 +69,37 @@ def test_umap_is_deterministic_for_a_seed():
     b = umap_map.embed(x, seed=3, n_epochs=30)
     assert a.shape == (150, 2)
     np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_big_maps_fit_a_sample_and_place_the_rest_near_their_twins():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 5, size=(4, 32)).astype(np.float32)
+    group = rng.integers(0, 4, 3000)
+    reps = (centres[group] + rng.normal(0, 0.3, size=(3000, 32))).astype(np.float16)
+    coords = umap_map.embed(reps, seed=0, fit_points=800, n_epochs=30)
+    assert coords.shape == (3000, 2) and np.isfinite(coords).all()
+    # Placed points land with their group: each group's points sit closer to their own centre
+    # than to any other group's.
+    means = np.stack([coords[group == g].mean(axis=0) for g in range(4)])
+    nearest = np.argmin(((coords[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == group).mean() > 0.95
+
+
+def test_distinct_rows_match_numpy_unique():
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(50, 7)).astype(np.float16)  # 14-byte rows: hashed byte by byte
+    x = base[rng.integers(0, 50, 2000)]
+    first, inverse = umap_map.distinct_rows(x, block=64)
+    np.testing.assert_array_equal(x[first][inverse], x)
+    assert len(first) == len(np.unique(x, axis=0))
+
+
+def test_a_selection_on_a_sampled_drawing_selects_every_point_inside():
+    coords = np.array([[0.2, 0.2], [2.0, 2.0], [0.6, 0.6], [0.05, 0.5], [1.5, 0.5]])
+    lasso = {"x": [0, 1, 0], "y": [0, 0, 1]}  # the triangle under x + y = 1
+    box = {"x": [1.2, 1.8], "y": [0.2, 0.8]}
+    assert umap_map.inside_selection(coords, [], [lasso]).tolist() == [True, False, False, True, False]
+    assert umap_map.inside_selection(coords, [box], [lasso]).tolist() == [True, False, False, True, True]
+    drawn = umap_map.drawn_subset(1_000_000, 60_000)
+    assert len(drawn) == 60_000 and np.all(np.diff(drawn) > 0)
+    assert np.array_equal(umap_map.drawn_subset(10, 60_000), np.arange(10))

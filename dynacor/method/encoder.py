@@ -48,7 +48,7 @@ class EncoderFit:
     Attributes
     ----------
     q_noisy : (S,) float32, noisy score of every sample at the chosen epoch
-    representations : (S, rep_dim) float32 at the chosen epoch
+    representations : (S, rep_dim) float16 at the chosen epoch
     chosen_epoch : 0 is the state right after centroid initialisation
     epochs : one dict per state (0..K): cluster and alignment loss, validation metric, F1 if known
     unique_count : number of distinct input trajectories the encoder ran over
@@ -208,7 +208,8 @@ def fit_encoder(
         warnings.append(oriented)
     return EncoderFit(
         q_noisy=q.astype(np.float32),
-        representations=z_u[inverse_t].cpu().numpy().astype(np.float32),
+        # Gathered in float16: at a million rows the float32 (S, K) matrix alone is 2 GiB.
+        representations=z_u.half()[inverse_t].cpu().numpy(),
         chosen_epoch=chosen,
         epochs=log,
         unique_count=int(len(counts)),

@@ -44,7 +44,7 @@ class Result:
     flagged : (N,) bool, ``q_noisy > 0.5``
     clean_labels : (N,) int64 or None
     copy_pair : (M,) int64, the original of each copy; copy_labels : (M,) int64
-    margins_all : (S, E) float32 raw margins; q_noisy_all : (S,); representations_all : (S, K)
+    margins_all : (S, E) float32 raw margins; q_noisy_all : (S,); representations_all : (S, K) float16
     classifier_epochs, encoder_epochs : per-epoch logs; chosen_epoch : the encoder state kept
     metrics : detection metrics when clean labels are known, else None
     warnings : what a user must know before trusting the flags

@@ -125,7 +125,7 @@ def write_result(run_dir: str | Path, result: Any) -> None:
     _write_samples(run_dir, result.samples_frame())
     atomic.save_npy(run_dir / "dynamics.npy", result.signs_all)
     atomic.save_npy(run_dir / "margins.npy", result.margins_all.astype(np.float16))
-    atomic.save_npy(run_dir / "representations.npy", result.representations_all.astype(np.float16))
+    atomic.save_npy(run_dir / "representations.npy", np.asarray(result.representations_all, dtype=np.float16))
     atomic.save_npy(run_dir / "scores.npy", result.q_noisy_all.astype(np.float32))
     atomic.save_npz(run_dir / "copies.npz", pair=result.copy_pair, labels=result.copy_labels)
     if result.neighbours is not None:
