@@ -1,14 +1,18 @@
-"""Export page: the cleaned labels as CSV or Parquet, the quality the review measured, and a summary
-of decisions per class."""
+"""Export page: the cleaned labels as CSV or Parquet, the quality the review measured, the run handed
+to cleanlab, Label Studio and FiftyOne, and a summary of decisions per class."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 
 import streamlit as st
 
 from dynacor import review
+from dynacor.cli.export import CONFIG_FILE, TASKS_FILE, run_points
+from dynacor.errors import InputError, MissingError
+from dynacor.review import exports
 from pages._common import (
     audit_cards,
     class_names,
@@ -16,6 +20,7 @@ from pages._common import (
     require_router,
     review_key,
     review_store,
+    run_dir,
     safe,
     samples,
 )
@@ -57,6 +62,54 @@ c2.download_button("Download Parquet", buffer.getvalue(), file_name=f"{name}-lab
                    mime="application/vnd.apache.parquet", key="download_parquet")  # fmt: skip
 c3.download_button("Download the quality figures (JSON)", json.dumps({"run": name, **quality}, indent=2).encode("utf-8"),
                    file_name=f"{name}-quality.json", mime="application/json", key="download_quality")  # fmt: skip
+
+st.subheader("Hand it to other tools")
+names = exports.class_list(frame, class_names(name))
+has_images = "path" in frame and bool((frame["path"].fillna("").astype(str) != "").all())
+t1, t2, t3 = st.columns(3)
+with t1:
+    st.markdown("**cleanlab**")
+    # Callables: built only when clicked, so big runs do not rebuild every file on each rerun.
+    st.download_button("cleanlab table (CSV)", lambda: exports.cleanlab_table(frame, latest).to_csv(index=False),
+                       file_name=f"{name}-cleanlab.csv", mime="text/csv", key="download_cleanlab")  # fmt: skip
+    st.caption("`is_label_issue, label_score, given_label, predicted_label` as in cleanlab's "
+               "`Datalab.get_issues(\"label\")`, the review's verdict where there is one; "
+               "`CleanLearning.fit(X, labels, label_issues=table)` trains on the rest.")  # fmt: skip
+with t2:
+    st.markdown("**Label Studio**")
+    if has_images:
+        images, run_key = frame["path"].astype(str).tolist(), review_key(name)
+        st.download_button("Tasks (JSON)", lambda: json.dumps(exports.tasks(frame, images, names, run_key)),
+                           file_name=f"{name}-{TASKS_FILE}", mime="application/json", key="download_ls_tasks")  # fmt: skip
+        st.download_button("Labelling config (XML)", exports.label_config(names), file_name=f"{name}-{CONFIG_FILE}",
+                           mime="application/xml", key="download_ls_config")  # fmt: skip
+        st.caption("One task per sample with the suggestion as a prediction (score = noisy score). "
+                   "Images are given by path; `dynacor export --to labelstudio --image-root DIR` writes "
+                   "local-files URLs instead. Label Studio's JSON export comes back with "
+                   f"`dynacor import-review {run_dir(name)} --from labelstudio FILE`.")  # fmt: skip
+    else:
+        st.info("Label Studio shows images: this run was made from features without image paths.")
+with t3:
+    st.markdown("**FiftyOne**")
+    if importlib.util.find_spec("fiftyone") is None:
+        st.info("To write a FiftyOne dataset, install FiftyOne: `pip install 'dynacor[fiftyone]'`.")
+    elif not has_images:
+        st.info("FiftyOne shows images: this run was made from features without image paths.")
+    else:
+        target = run_dir(name) / "exports" / "fiftyone"
+        if st.button("Write the FiftyOne dataset", key="write_fiftyone"):
+            with st.spinner("Writing the FiftyOne dataset (its database starts first)..."):
+                try:
+                    rows = exports.fiftyone_rows(frame, latest, names, frame["path"].astype(str).tolist())
+                    points, note = run_points(run_dir(name), len(rows))
+                    exports.write_dataset(rows, target, points)
+                except (InputError, MissingError) as exc:
+                    st.error(str(exc))
+                else:
+                    st.success(f"Wrote {len(rows):,} samples to `{target}` ({note}).")
+        st.caption("Open it with:")
+        st.code(f"fiftyone datasets create --name dynacor-{name} --dataset-dir {target} "
+                f"--type fiftyone.types.FiftyOneDataset\nfiftyone app launch dynacor-{name}", language="bash")  # fmt: skip
 
 st.subheader("Decisions per class")
 summary = review.summary_per_class(export)

@@ -465,3 +465,47 @@ def test_fiftyone_export_without_a_map_says_so(fiftyone, run, tmp_path, capsys):
 
 def _key(plan: dict, decision: str) -> str:
     return next(k for k, (d, _) in plan.items() if d == decision)
+
+
+# ---- the Export page
+
+
+def open_export_page(runs: Path, monkeypatch):
+    testing = pytest.importorskip(
+        "streamlit.testing.v1", reason="streamlit is not installed (the app extra)"
+    )
+    monkeypatch.setenv("DYNACOR_RUNS", str(runs))
+    monkeypatch.setenv("DYNACOR_DATA_ROOTS", str(runs.parent))
+    at = testing.AppTest.from_file(
+        str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120
+    )
+    at.session_state["current_run"] = RUN
+    at.switch_page("pages/export.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_export_page_offers_the_three_tools(run, monkeypatch):
+    at = open_export_page(run.parent, monkeypatch)
+    labels = [b.label for b in at.get("download_button")]
+    assert {"cleanlab table (CSV)", "Tasks (JSON)", "Labelling config (XML)"} <= set(labels)
+    shown = "\n".join(str(e.value) for e in at.get("caption"))
+    assert f"dynacor import-review {run} --from labelstudio FILE" in shown
+
+
+def test_export_page_writes_the_fiftyone_dataset(fiftyone, run, monkeypatch):
+    at = open_export_page(run.parent, monkeypatch)
+    next(b for b in at.button if b.label == "Write the FiftyOne dataset").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    target = run / "exports" / "fiftyone"
+    assert any(f"Wrote 300 samples to `{target}`" in s.value for s in at.success), [
+        e.value for e in at.error
+    ]
+    assert f"--dataset-dir {target}" in at.code[0].value
+    dataset = fiftyone.Dataset.from_dir(str(target), dataset_type=fiftyone.types.FiftyOneDataset)
+    try:
+        assert len(dataset) == 300 and dataset.list_brain_runs() == [exports.BRAIN_KEY]
+    finally:
+        dataset.delete()
