@@ -38,7 +38,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image-root", metavar="DIR", help="labelstudio: give images as paths relative to DIR "
                         "under Label Studio's local-files URL (start Label Studio with "
-                        "LOCAL_FILES_DOCUMENT_ROOT=DIR); default: the paths as they are")  # fmt: skip
+                        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=DIR); default: the paths as they are")  # fmt: skip
     parser.add_argument("--image-url", metavar="PREFIX", help="labelstudio, with --image-root: put PREFIX "
                         "(e.g. a web server's URL) before each relative path instead")  # fmt: skip
     _add_store_argument(parser)

@@ -30,7 +30,7 @@ from dynacor.errors import InputError
 from dynacor.review.queue import sample_keys
 
 FROM_NAME, TO_NAME = "label", "image"
-# Label Studio serves files under LOCAL_FILES_DOCUMENT_ROOT at this URL (local storage).
+# Label Studio serves files under LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT at this URL (local storage).
 LOCAL_FILES_URL = "/data/local-files/?d="
 
 
@@ -56,7 +56,7 @@ def image_urls(
 
     No ``root``: the paths as they are (absolute paths, or URLs already). With ``root``: the path
     relative to it, URL-quoted, after ``prefix`` (default Label Studio's local-files URL, for
-    LOCAL_FILES_DOCUMENT_ROOT=root). Raises `InputError` for a path outside ``root``.
+    LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=root). Raises `InputError` for a path outside ``root``.
     """
     if root is None:
         return [str(p) for p in paths]
