@@ -10,7 +10,7 @@ import json
 import streamlit as st
 
 from dynacor import review
-from dynacor.cli.export import CONFIG_FILE, TASKS_FILE, run_points
+from dynacor.cli.export import CONFIG_FILE, TASKS_FILE, ReviewedRun, image_files, run_points
 from dynacor.errors import InputError, MissingError
 from dynacor.review import exports
 from pages._common import (
@@ -21,6 +21,7 @@ from pages._common import (
     review_key,
     review_store,
     run_dir,
+    run_info,
     safe,
     samples,
 )
@@ -65,6 +66,7 @@ c3.download_button("Download the quality figures (JSON)", json.dumps({"run": nam
 
 st.subheader("Hand it to other tools")
 names = exports.class_list(frame, class_names(name))
+reviewed = ReviewedRun(run_dir(name), review_key(name), frame, latest, names, review_store(), run_info(name).get("source") or {})
 has_images = "path" in frame and bool((frame["path"].fillna("").astype(str) != "").all())
 t1, t2, t3 = st.columns(3)
 with t1:
@@ -78,14 +80,14 @@ with t1:
 with t2:
     st.markdown("**Label Studio**")
     if has_images:
-        images, run_key = frame["path"].astype(str).tolist(), review_key(name)
-        st.download_button("Tasks (JSON)", lambda: json.dumps(exports.tasks(frame, images, names, run_key)),
+        st.download_button("Tasks (JSON)", lambda: json.dumps(exports.tasks(frame, image_files(reviewed), names, reviewed.run_id)),
                            file_name=f"{name}-{TASKS_FILE}", mime="application/json", key="download_ls_tasks")  # fmt: skip
         st.download_button("Labelling config (XML)", exports.label_config(names), file_name=f"{name}-{CONFIG_FILE}",
                            mime="application/xml", key="download_ls_config")  # fmt: skip
         st.caption("One task per sample with the suggestion as a prediction (score = noisy score). "
-                   "Images are given by path; `dynacor export --to labelstudio --image-root DIR` writes "
-                   "local-files URLs instead. Label Studio's JSON export comes back with "
+                   "Images are given by path (the built-in sample's are extracted next to the run); "
+                   "`dynacor export --to labelstudio --image-root DIR` writes local-files URLs instead. "
+                   "Label Studio's JSON export comes back with "
                    f"`dynacor import-review {run_dir(name)} --from labelstudio FILE`.")  # fmt: skip
     else:
         st.info("Label Studio shows images: this run was made from features without image paths.")
@@ -100,7 +102,7 @@ with t3:
         if st.button("Write the FiftyOne dataset", key="write_fiftyone"):
             with st.spinner("Writing the FiftyOne dataset (its database starts first)..."):
                 try:
-                    rows = exports.fiftyone_rows(frame, latest, names, frame["path"].astype(str).tolist())
+                    rows = exports.fiftyone_rows(frame, latest, names, image_files(reviewed))
                     points, note = run_points(run_dir(name), len(rows))
                     exports.write_dataset(rows, target, points)
                 except (InputError, MissingError) as exc:

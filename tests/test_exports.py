@@ -231,6 +231,38 @@ def test_labelstudio_image_urls_relative_to_a_root(run, tmp_path, capsys):
     assert "`--image-root` must be a folder holding every image" in capsys.readouterr().err
 
 
+def test_images_inside_a_tar_are_extracted_next_to_the_run(run, tmp_path):
+    """The built-in sample keeps its images in a tar archive (paths are member names): the image
+    exports extract them once into RUN_DIR/exports/images."""
+    import tarfile
+
+    samples = runstore.load_samples(run)
+    folder = Path(samples["path"].iloc[0]).parent
+    archive = tmp_path / "sample.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(
+            folder, arcname="images"
+        )  # the fixture's first images are gone: missing stays missing
+    samples["path"] = ["images/" + Path(p).name for p in samples["path"]]
+    samples.to_parquet(run / "samples.parquet", index=False)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(
+        json.dumps({**info, "source": {"kind": "builtin", "file": str(archive)}})
+    )
+
+    out = tmp_path / "ls"
+    assert export(run, "labelstudio", out) == 0
+    images = [t["data"]["image"] for t in json.loads((out / "tasks.json").read_text())]
+    extracted = (run / "exports" / "images").resolve()
+    assert images == [str(extracted / p) for p in samples["path"]]
+    present = [Path(p).is_file() for p in images]
+    assert (
+        present == [(folder / Path(p).name).is_file() for p in samples["path"]]
+        and sum(present) == 295
+    )
+    assert (extracted / "images" / "0010.png").read_bytes() == (folder / "0010.png").read_bytes()
+
+
 def labelstudio_export(
     tasks: list[dict], answers: dict[int, list[tuple[str, int, str]]]
 ) -> list[dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,7 @@ class ReviewedRun:
     latest: pd.DataFrame
     class_names: list[str]
     store: ReviewStore
+    source: dict
 
 
 def load_reviewed_run(run_dir: str | Path, review_db: str | None = None) -> ReviewedRun:
@@ -93,8 +95,61 @@ def load_reviewed_run(run_dir: str | Path, review_db: str | None = None) -> Revi
     samples = runstore.load_samples(run_dir)
     run_id = runstore.run_id(run_dir)
     store = ReviewStore(review_db, runs_root=run_dir.resolve().parent)
-    class_names = exports.class_list(samples, runstore.read_run(run_dir).get("class_names"))
-    return ReviewedRun(run_dir, run_id, samples, store.latest_decisions(run_id), class_names, store)
+    info = runstore.read_run(run_dir)
+    class_names = exports.class_list(samples, info.get("class_names"))
+    latest = store.latest_decisions(run_id)
+    return ReviewedRun(
+        run_dir, run_id, samples, latest, class_names, store, info.get("source") or {}
+    )
+
+
+def image_files(run: ReviewedRun) -> list[str]:
+    """Each sample's image as a file FiftyOne and Label Studio can open: absolute paths as they
+    are, relative ones under the source's ``root``. Images inside a tar archive (the built-in
+    sample) are extracted once into ``RUN_DIR/exports/images/``. Raises `InputError` when the
+    run has no images."""
+    paths = exports.images_of(run.samples, str(run.path / "samples.parquet"))
+    root = run.source.get("root")
+    archive = str(run.source.get("file") or "")
+    archive = archive if archive.endswith(".tar") else None
+    extracted = run.path / "exports" / "images"
+    out, members = [], []
+    for path in paths:
+        if Path(path).is_absolute():
+            out.append(path)
+        elif root:
+            out.append(str(Path(root) / path))
+        elif archive:
+            out.append(str((extracted / path).resolve()))
+            members.append(path)
+        else:
+            out.append(path)
+    if members:
+        _extract(archive, members, extracted)
+    return out
+
+
+def _extract(archive: str, members: list[str], dest: Path) -> None:
+    """Copy ``members`` of the tar ``archive`` to ``dest`` (same relative paths), those not there
+    yet; each file written atomically. A member the archive lacks stays missing, as in the app."""
+    base = dest.resolve()
+    wanted = {m for m in members if not (dest / m).is_file()}
+    for name in wanted:
+        if not (base / name).resolve().is_relative_to(base):
+            raise InputError(archive, "path", "a member name inside the archive", repr(name))
+    if not wanted:
+        return
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:  # one pass: looking each name up would rescan the archive
+                if member.name not in wanted or not member.isfile():
+                    continue
+                handle = tar.extractfile(member)
+                target = base / member.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic.write_bytes(target, handle.read())
+    except (OSError, tarfile.TarError) as exc:
+        raise InputError(archive, None, "a readable tar archive (the run's images)", exc) from None
 
 
 def run_points(run_dir: Path, n: int) -> tuple[np.ndarray | None, str]:
@@ -135,8 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"dynacor: wrote {len(table)} rows ({int(table['is_label_issue'].sum())} label issues) to {out}"
         )
     elif args.to == "labelstudio":
-        images = exports.image_urls(exports.images_of(run.samples, str(run.path / "samples.parquet")),
-                                    args.image_root, args.image_url)  # fmt: skip
+        images = exports.image_urls(image_files(run), args.image_root, args.image_url)
         tasks = exports.tasks(run.samples, images, run.class_names, run.run_id)
         if out.exists() and not out.is_dir():
             raise InputError(
@@ -149,8 +203,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"dynacor: wrote {len(tasks)} tasks to {out / TASKS_FILE} and the labelling config to {out / CONFIG_FILE}"
         )
     else:
-        images = exports.images_of(run.samples, str(run.path / "samples.parquet"))
-        rows = exports.fiftyone_rows(run.samples, run.latest, run.class_names, images)
+        rows = exports.fiftyone_rows(run.samples, run.latest, run.class_names, image_files(run))
         points, note = run_points(run.path, len(rows))
         exports.write_dataset(rows, out, points)
         name = f"dynacor-{run.path.resolve().name}"
