@@ -45,3 +45,24 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifar10_effl0_dev.npz").exists():
         pytest.skip(f"needs the shared dev data at {SHARED_DATA} (not present on this machine)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on loopback for the test session (tests/postgres_server.py);
+    skipped, with the reason, where PostgreSQL or psycopg is absent."""
+    from tests.postgres_server import missing, postgres_server
+
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    # fsync off: the tests kill clients, never the server, and the session's databases go at
+    # the end (with fsync, the shutdown checkpoint alone took half a minute).
+    with postgres_server({"fsync": "off"}) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh database on that server, as an SQLAlchemy URL."""
+    return postgres_server.create_database()
