@@ -27,6 +27,7 @@ PAGES = {
     "clusters": "pages/clusters.py",
     "sample": "pages/sample.py",
     "review": "pages/review.py",
+    "grid": "pages/grid.py",
     "export": "pages/export.py",
 }
 

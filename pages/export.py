@@ -13,6 +13,7 @@ from dynacor import review
 from dynacor.cli.export import CONFIG_FILE, TASKS_FILE, ReviewedRun, image_files, run_points
 from dynacor.errors import InputError, MissingError
 from dynacor.review import exports
+from pages._auth import require
 from pages._common import (
     audit_cards,
     class_names,
@@ -29,6 +30,7 @@ from pages._common import (
 require_router()  # before anything is drawn: see pages/_common.py
 
 st.title("Export")
+require("export", "export the cleaned labels")
 name = pick_finished_run("export", st.sidebar)
 if name is None:
     st.stop()

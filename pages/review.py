@@ -7,6 +7,8 @@ import streamlit as st
 
 from dynacor import review
 from dynacor.data import thumbnails
+from pages._auth import annotator as signed_annotator
+from pages._auth import current
 from pages._common import (
     PAGES,
     audit_cards,
@@ -33,17 +35,8 @@ name = pick_finished_run("review", st.sidebar)
 if name is None:
     st.stop()
 
-# The annotator is asked once per browser session and kept in the URL, so a reload keeps it.
-annotator = st.session_state.get("annotator") or st.query_params.get("annotator")
-if not annotator:
-    with st.form("who"):
-        typed = st.text_input("Your name (stored with every decision)", key="annotator_input")
-        if st.form_submit_button("Start reviewing", type="primary") and typed.strip():
-            st.session_state["annotator"] = typed.strip()
-            st.rerun()
-    st.stop()
-st.session_state["annotator"] = annotator
-st.query_params["annotator"] = annotator
+annotator = signed_annotator()  # the signed-in identity, or a typed name in single-user mode
+may_export = current().can("export")
 
 frame = safe(samples, name)
 names = class_names(name)
@@ -166,7 +159,7 @@ def card() -> None:
         if len(pending) and st.button("Start again from the top (shows skipped cards)", key="restart"):
             st.session_state[passed_key] = []
             st.rerun(scope="fragment")
-        if st.button("Export the cleaned labels", key="to_export"):
+        if may_export and st.button("Export the cleaned labels", key="to_export"):
             st.switch_page(PAGES["export"])
         return
     row = remaining.iloc[0]

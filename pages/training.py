@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 from dynacor.errors import CorruptError, MissingError
 from dynacor.runs import store as runstore
 from dynacor.runs import view as runview
+from pages._auth import current
 from pages._common import PAGES, job_runner, require_router, runs_root
 
 require_router()  # before anything is drawn: see pages/_common.py
@@ -20,6 +21,7 @@ REFRESH_SECONDS = 1.5
 st.title("Training")
 
 runner = job_runner()
+may_cancel = current().can("cancel")
 table = runview.runs_table(runs_root())
 if table.empty:
     st.info("No run yet. Start one on the **Run** page.")
@@ -55,7 +57,7 @@ def render() -> None:
     st.markdown(f"Status: :{badge.get(status, 'gray')}-badge[{status}]")
     if status == runstore.RUNNING:
         job = runner.job
-        if job is not None and job.is_alive() and st.button("Cancel this run", key="cancel_live"):
+        if may_cancel and job is not None and job.is_alive() and st.button("Cancel this run", key="cancel_live"):
             job.cancel()
 
     for row in runview.stage_progress(events):

@@ -36,9 +36,9 @@ def write_features(folder: Path, n: int = 300, with_images: bool = True) -> Path
     return path
 
 
-def finished_run(runs_root: Path, data_dir: Path, name: str = "fixture-run") -> Path:
-    """Run the real engine (a second or two) and return the finished run directory."""
-    features = write_features(data_dir)
+def finished_run(runs_root: Path, data_dir: Path, name: str = "fixture-run", n: int = 300) -> Path:
+    """Run the real engine (a second or two) on ``n`` samples and return the finished run directory."""
+    features = write_features(data_dir, n=n)
     spec = SourceSpec(kind="features", path=str(features))
     job = JobRunner().start(runs_root / name, DynaCorConfig(**FAST), make_loader(spec), spec.to_dict())
     assert job.wait(120), "the fixture run did not finish"

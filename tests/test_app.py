@@ -17,7 +17,7 @@ from dynacor.runs import store as runstore  # noqa: E402
 from tests.app_fixtures import finished_run, write_features  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["run", "training", "clusters", "sample", "review", "export"]
+PAGES = ["run", "training", "clusters", "sample", "review", "grid", "export"]
 RUN = "fixture-run"
 
 
