@@ -250,9 +250,12 @@ def _column_name(key: str) -> str:
 
 
 def _npy_header(stream, file: Path, key: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     try:
         version = np.lib.format.read_magic(stream)
-        shape, fortran, dtype = np.lib.format._read_array_header(stream, version)
+        if version not in readers:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, fortran, dtype = readers[version](stream)
     except ValueError as exc:
         raise InputError(file, key, "a .npy array", f"unreadable header ({exc})") from None
     if len(shape) != 2 or shape[0] == 0 or shape[1] == 0:

@@ -66,12 +66,16 @@ class RowSource:
             free = torch.cuda.mem_get_info(device)[0]
             if sum(t.numel() * t.element_size() for t in tensors) < free // 4:
                 tensors = [t.to(device) for t in tensors]
-        self.tensors = tensors
-        self.on_device = tensors[0].device == device
         # For every training row: which view (0 plain, 1 flip) and which row of it.
         self.source_row = torch.cat([torch.arange(self.n), torch.from_numpy(pair)]).to(tensors[0].device)
         self.view = torch.cat([torch.zeros(self.n, dtype=torch.bool),
                                torch.full((len(pair),), features_aug is not None)]).to(tensors[0].device)  # fmt: skip
+        if len(tensors) == 2 and tensors[0].device.type == "cuda":
+            # On the GPU both views in one matrix: one gather per batch, and no boolean masks
+            # (each would wait for the GPU to count its True entries).
+            tensors = [torch.cat(tensors)]
+            self.source_row = self.source_row + self.view.long() * self.n
+        self.tensors = tensors
 
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
         """(B,) row indices in [0, S) -> (B, D) float32 on the device."""

@@ -125,8 +125,9 @@ def fit_encoder(
 
     candidates = []
     for _ in range(max(1, restarts)):
-        model = DynamicsEncoder(e, rep_dim).to(device)
-        init_parameters(model, generator)
+        model = DynamicsEncoder(e, rep_dim)
+        init_parameters(model, generator)  # on the CPU, where the generator is: same weights on any device
+        model = model.to(device)
         z_u = embed_all(model)
         # Paper: mu_noisy = mean over copies, mu_clean = mean over originals (counts per trajectory).
         mu_n = (weights[1] @ z_u) / weights[1].sum()
