@@ -58,7 +58,7 @@ def nearest_neighbours(
 
 
 def neighbours_of(
-    x: np.ndarray, rows: np.ndarray, k: int, metric: str = "cosine", block: int = 1024, db_block: int = 65536
+    x: np.ndarray, rows: np.ndarray, k: int, metric: str = "cosine", block: int = 1024, db_block: int = 16384
 ) -> np.ndarray:
     """The ``k`` nearest neighbours among all rows of ``x`` of the rows listed in ``rows``, each
     itself excluded, nearest first: what a reviewer is shown beside a flagged sample.
@@ -97,9 +97,10 @@ def neighbours_of(
                 local = torch.from_numpy(chunk - db_start)
                 inside = (local >= 0) & (local < data.shape[0])
                 score[torch.nonzero(inside).flatten(), local[inside]] = float("inf")
-                index = torch.arange(db_start, db_start + data.shape[0]).expand(len(chunk), -1)
-                merged_score = torch.cat([best_score, score], dim=1)
-                merged_index = torch.cat([best_index, index], dim=1)
+                # The block's own top k first: merging then touches (R, 2k), not (R, block).
+                block_score, block_index = torch.topk(score, min(k, score.shape[1]), dim=1, largest=False, sorted=True)
+                merged_score = torch.cat([best_score, block_score], dim=1)
+                merged_index = torch.cat([best_index, block_index + db_start], dim=1)
                 top = torch.topk(merged_score, k, dim=1, largest=False, sorted=True).indices
                 best_score = merged_score.gather(1, top)
                 best_index = merged_index.gather(1, top)
