@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ class Backbone:
     identity : what determines the features (backbone, model, pretrained tag, recipe version);
         with ``weights_file``'s content it forms the feature cache key
     weights_file : the weights on disk, or None when a tag names them (open_clip downloads)
+    mirror_exact : ``preprocess`` commutes with a horizontal flip exactly (no crop), so the flip
+        view can be made by mirroring the preprocessed tensor
     """
 
     name: str
@@ -71,6 +73,7 @@ class Backbone:
     device: torch.device
     identity: dict[str, Any] = field(default_factory=dict)
     weights_file: str | None = None
+    mirror_exact: bool = False
 
 
 def load_backbone(
@@ -174,12 +177,14 @@ def _load_effnet(weights: str | os.PathLike[str] | None, device: torch.device) -
     model = timm.create_model(EFFNET_TIMM_NAME, pretrained=False)
     load_by_position(model, _read_state_dict(path), str(path), "EfficientNet-Lite0 (timm tf_efficientnet_lite0)")
     model.eval().to(device)
-    if device.type == "cpu":
-        # Depthwise convolutions run about twice as fast in channels-last layout on CPU.
+    # Depthwise convolutions run about twice as fast in channels-last layout on CPU, and cuDNN's
+    # float16 kernels want it too.
+    channels_last = device.type in ("cpu", "cuda")
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     def embed(x: torch.Tensor) -> torch.Tensor:
-        if device.type == "cpu":
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return model.forward_head(model.forward_features(x), pre_logits=True)
 
@@ -192,6 +197,9 @@ def _load_effnet(weights: str | os.PathLike[str] | None, device: torch.device) -
         device=device,
         identity={"backbone": "effnet-lite0", "model": EFFNET_TIMM_NAME, "recipe": RECIPE_VERSION},
         weights_file=str(path),
+        # A square bicubic resize with no crop: PIL's filter is mirror-symmetric (checked
+        # bit-exact on hundreds of random sizes), so the flip view needs no second resize.
+        mirror_exact=True,
     )
 
 
@@ -271,39 +279,178 @@ def _image_size(model: torch.nn.Module) -> tuple[int, int]:
 # Extraction
 
 
-class _Views(torch.utils.data.Dataset):
-    """Each image's views, preprocessed: item i -> (V, 3, H, W) float32."""
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
-    def __init__(self, dataset: Any, preprocess: Callable[[Image.Image], torch.Tensor], views: Sequence[str]):
+
+def default_workers() -> int:
+    """Decoding processes for extraction: one per available core."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Images per forward pass: 128 on CPU (the throughput plateau there), 256 on an accelerator."""
+    return 128 if device.type == "cpu" else 256
+
+
+def decode_views(
+    image: Image.Image, preprocess: Callable[[Image.Image], torch.Tensor], views: Sequence[str], mirror_exact: bool
+) -> torch.Tensor:
+    """One decoded image's views, preprocessed: (V, 3, H, W) float32.
+
+    The image is decoded once for all views. When ``mirror_exact`` (the preprocessing commutes
+    with a horizontal flip, e.g. a plain resize) the flip view is the preprocessed tensor
+    mirrored; otherwise (a centre crop can be off by a pixel) the decoded image is mirrored
+    before preprocessing, which is exact for any crop or resize.
+    """
+    plain = preprocess(image) if ("orig" in views or mirror_exact) else None
+    out = []
+    for view in views:
+        if view == "orig":
+            out.append(plain)
+        elif mirror_exact:
+            out.append(torch.flip(plain, dims=[-1]))
+        else:
+            out.append(preprocess(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    return torch.stack(out)
+
+
+def read_views(
+    dataset: Any, index: int, preprocess: Callable[[Image.Image], torch.Tensor], views: Sequence[str], mirror_exact: bool
+) -> tuple[torch.Tensor | None, str | None]:
+    """Decode image ``index`` of ``dataset`` into its views: ``(tensor, None)`` or ``(None, why)``.
+
+    An unreadable image is an answer, not an exception, so the extraction reports it by name
+    where it is decoded instead of decoding every file once beforehand just to check it.
+    """
+    try:
+        return decode_views(dataset.image(index), preprocess, views, mirror_exact), None
+    except DECODE_ERRORS as exc:
+        return None, f"not a readable image ({type(exc).__name__}: {exc})"
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Item i -> ``(i, (V, 3, H, W) float32 or None, reason or None)``."""
+
+    def __init__(self, dataset: Any, backbone: Backbone, views: Sequence[str]):
         self.dataset = dataset
-        self.preprocess = preprocess
+        self.preprocess = backbone.preprocess
+        self.mirror_exact = backbone.mirror_exact
         self.views = tuple(views)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        try:
-            image = self.dataset.image(index)
-        except (OSError, ValueError) as exc:
-            # Checked when the data set was opened, so the file changed since: stop, naming it.
-            raise CorruptError(f"{self.dataset.paths[index]}: could not be read during feature extraction ({exc})") from None
-        out = []
-        for view in self.views:
-            # The flip is applied before preprocessing, so it is exact for any crop or resize.
-            shown = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view == "flip" else image
-            out.append(self.preprocess(shown))
-        return torch.stack(out)
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        tensor, reason = read_views(self.dataset, index, self.preprocess, self.views, self.mirror_exact)
+        return index, tensor, reason
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]:
+    """Stack the readable items; the unreadable ones travel as ``(index, reason)`` pairs."""
+    good = [(i, x) for i, x, _ in items if x is not None]
+    bad = [(i, str(r)) for i, x, r in items if x is None]
+    index = torch.tensor([i for i, _ in good], dtype=torch.int64)
+    return index, (torch.stack([x for _, x in good]) if good else None), bad
+
+
+def _single_thread_worker(_: int) -> None:
+    # The backbone owns the cores; each decoding process uses one thread.
+    torch.set_num_threads(1)
+
+
+def embed_views(backbone: Backbone, batch: torch.Tensor, amp: bool) -> np.ndarray:
+    """Features of a batch of views: (B, V, 3, H, W) -> (B, V, D) float16.
+
+    ``amp``: run under float16 autocast (CUDA only; features then differ from float32 ones by
+    about float16 rounding).
+    """
+    b, v = batch.shape[:2]
+    flat = batch.reshape(b * v, *batch.shape[2:]).to(backbone.device, non_blocking=True)
+    with torch.autocast(device_type=backbone.device.type, dtype=torch.float16, enabled=amp):
+        feats = backbone.embed(flat)
+    return feats.float().reshape(b, v, -1).cpu().numpy().astype(np.float16)
+
+
+@dataclass
+class FeatureBatch:
+    """One batch out of `iter_features`.
+
+    Attributes
+    ----------
+    indices : (b,) int64, the dataset rows of ``features``
+    features : (b, V, D) float16, the views in the order asked for
+    skipped : ``(row, reason)`` of the batch's rows that could not be decoded
+    """
+
+    indices: np.ndarray
+    features: np.ndarray
+    skipped: list[tuple[int, str]]
+
+
+def iter_features(
+    dataset: Any,
+    backbone: Backbone,
+    views: Sequence[str] = VIEWS,
+    indices: Sequence[int] | np.ndarray | None = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    amp: bool | None = None,
+) -> Iterator[FeatureBatch]:
+    """Features of ``dataset``'s rows ``indices``, batch after batch, in order.
+
+    Decoding and preprocessing run in ``num_workers`` processes (one torch thread each) that
+    keep batches ready while the backbone runs; on CUDA the batches are pinned, copied without
+    blocking and run under float16 autocast. Rows that cannot be decoded are reported in
+    ``FeatureBatch.skipped`` and left out of the features.
+
+    Parameters
+    ----------
+    dataset : anything with ``len`` and ``image(i)`` (an `dynacor.data.sources.ImageDataset`)
+    backbone : from `load_backbone`
+    views : a non-empty subset of ``("orig", "flip")``
+    indices : the rows to extract (default all)
+    batch_size : images per forward pass (default `default_batch_size`)
+    num_workers : decoding processes (default `default_workers`, at most one per batch; 0 decodes
+        in this process)
+    amp : float16 autocast; default on for CUDA, off elsewhere
+    """
+    bad = [v for v in views if v not in VIEWS]
+    if bad or not views:
+        raise InputError(None, "views", f"a non-empty subset of {VIEWS}", list(views))
+    rows = np.arange(len(dataset), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+    size = batch_size or default_batch_size(backbone.device)
+    batches = [rows[i : i + size].tolist() for i in range(0, rows.size, size)]
+    workers = min(default_workers() if num_workers is None else num_workers, len(batches))
+    cuda = backbone.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        _Decoded(dataset, backbone, views),
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=cuda,
+        worker_init_fn=_single_thread_worker if workers > 0 else None,
+        persistent_workers=workers > 0,
+    )
+    use_amp = cuda if amp is None else (amp and cuda)
+    empty = np.empty((0, len(views), backbone.dim), dtype=np.float16)
+    with torch.inference_mode():
+        for index, batch, skipped in loader:
+            feats = embed_views(backbone, batch, use_amp) if batch is not None else empty
+            yield FeatureBatch(index.numpy(), feats, skipped)
 
 
 def extract_features(
     dataset: Any,
     backbone: Backbone,
     views: Sequence[str] = VIEWS,
-    batch_size: int = 32,
-    num_workers: int = 0,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
     on_progress: ProgressHandler | None = None,
     should_stop: Callable[[], bool] | None = None,
+    amp: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Features of every image of ``dataset`` for each view, in dataset order.
 
@@ -312,8 +459,7 @@ def extract_features(
     dataset : an `dynacor.data.sources.ImageDataset` (anything with ``len`` and ``image(i)``)
     backbone : from `load_backbone`
     views : subset of ``("orig", "flip")``
-    batch_size : images per forward pass (each contributes ``len(views)`` inputs)
-    num_workers : processes decoding and resizing images (0: in this process; worth it on a GPU)
+    batch_size, num_workers, amp : see `iter_features`
     on_progress : receives ``{"type": "progress", "stage": "features", "done", "total",
         "images_per_s", "eta_s"}`` after each batch (see `tqdm_progress` for a terminal bar)
     should_stop : polled after each batch; True raises `dynacor.errors.Cancelled`
@@ -321,38 +467,32 @@ def extract_features(
     Returns
     -------
     ``{view: (N, D) float16}``
+
+    Raises
+    ------
+    CorruptError : an image that cannot be decoded (the data set was checked when it was
+        opened, so the file changed since); `dynacor.data.extract` skips such images instead
     """
-    bad = [v for v in views if v not in VIEWS]
-    if bad or not views:
-        raise InputError(None, "views", f"a non-empty subset of {VIEWS}", list(views))
     n = len(dataset)
     out = {v: np.empty((n, backbone.dim), dtype=np.float16) for v in views}
-    loader = torch.utils.data.DataLoader(
-        _Views(dataset, backbone.preprocess, views),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=backbone.device.type == "cuda",
-    )
     started = time.perf_counter()
     done = 0
     if on_progress is not None:
         on_progress({"type": "progress", "stage": "features", "done": 0, "total": n, "images_per_s": None, "eta_s": None})
-    with torch.inference_mode():
-        for batch in loader:
-            b, v = batch.shape[:2]
-            flat = batch.reshape(b * v, *batch.shape[2:]).to(backbone.device, non_blocking=True)
-            feats = backbone.embed(flat).float().reshape(b, v, -1).cpu().numpy()
-            for j, view in enumerate(views):
-                out[view][done : done + b] = feats[:, j].astype(np.float16)
-            done += b
-            elapsed = time.perf_counter() - started
-            rate = done / elapsed if elapsed > 0 else None
-            if on_progress is not None:
-                eta = (n - done) / rate if rate else None
-                on_progress({"type": "progress", "stage": "features", "done": done, "total": n, "images_per_s": rate, "eta_s": eta})
-            if should_stop is not None and should_stop():
-                raise Cancelled(f"feature extraction cancelled after {done} of {n} images")
+    for batch in iter_features(dataset, backbone, views, batch_size=batch_size, num_workers=num_workers, amp=amp):
+        if batch.skipped:
+            row, reason = batch.skipped[0]
+            raise CorruptError(f"{dataset.paths[row]}: could not be read during feature extraction ({reason})")
+        for j, view in enumerate(views):
+            out[view][batch.indices] = batch.features[:, j]
+        done += batch.indices.size
+        elapsed = time.perf_counter() - started
+        rate = done / elapsed if elapsed > 0 else None
+        if on_progress is not None:
+            eta = (n - done) / rate if rate else None
+            on_progress({"type": "progress", "stage": "features", "done": done, "total": n, "images_per_s": rate, "eta_s": eta})
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"feature extraction cancelled after {done} of {n} images")
     return out
 
 

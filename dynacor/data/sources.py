@@ -17,7 +17,7 @@ import pickle
 import re
 import tarfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,34 @@ def check_image(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def check_header(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not an image as far as its header tells, or None.
+
+    Reads only the first bytes: non-images, empty files and zero-size images are caught, a
+    truncated or corrupt pixel stream is not (the decoder reports it when the image is used).
+    """
+    try:
+        with Image.open(path) as im:
+            if im.width < 1 or im.height < 1:
+                return "empty image"
+    except Image.DecompressionBombError as exc:
+        return f"too large ({exc})"
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        return f"not a readable image ({type(exc).__name__}: {exc})"
+    return None
+
+
+CHECKS = ("full", "header", "none")
+
+
+def _checker(check: bool | str, where: str) -> Callable[[str | os.PathLike[str]], str | None] | None:
+    """The per-file check of a ``check`` argument: `check_image`, `check_header` or None."""
+    mode = {True: "full", False: "none"}.get(check, check) if isinstance(check, bool) else check
+    if mode not in CHECKS:
+        raise InputError(where, "check", f"True, False or one of {CHECKS}", repr(check))
+    return {"full": check_image, "header": check_header, "none": None}[mode]
+
+
 def _warn_skipped(where: str, skipped: list[SkippedFile]) -> None:
     if not skipped:
         return
@@ -188,13 +216,17 @@ def _list_dir(path: Path, where: str) -> list[os.DirEntry[str]]:
 # Image folder
 
 
-def load_image_folder(root: str | os.PathLike[str], check: bool = True) -> ImageDataset:
+def load_image_folder(root: str | os.PathLike[str], check: bool | str = True) -> ImageDataset:
     """Images laid out as ``root/<class_name>/<file>``; classes in sorted folder order.
 
     Parameters
     ----------
     root : the folder holding one sub-folder per class
-    check : decode every image now, so unreadable ones are skipped here rather than failing later
+    check : ``full`` (or True): decode every image now, so unreadable ones are skipped here rather
+        than failing later; ``header``: read only each file's header (cheap; a truncated file is
+        found when it is decoded); ``none`` (or False): list files by extension only. The last two
+        are for extraction that reports broken images where it decodes them
+        (`dynacor.data.extract`)
 
     Files whose names start with ``.`` (``.DS_Store``, editor files) are ignored. Non-image files
     and unreadable images are skipped with a warning and recorded in ``skipped``. A class folder
@@ -207,6 +239,7 @@ def load_image_folder(root: str | os.PathLike[str], check: bool = True) -> Image
     """
     root_path = Path(root).expanduser().resolve()
     where = str(root_path)
+    checker = _checker(check, where)
     if not root_path.exists():
         raise MissingError(f"{where}: no such directory (expected one sub-folder per class)")
     entries = _list_dir(root_path, where)
@@ -228,8 +261,8 @@ def load_image_folder(root: str | os.PathLike[str], check: bool = True) -> Image
             if entry.is_dir():
                 skipped.append(SkippedFile(entry.path, "nested folder (only root/<class>/<image> is read)"))
                 continue
-            reason = check_image(entry.path) if check else None
-            if reason is None and not check and not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+            reason = checker(entry.path) if checker is not None else None
+            if reason is None and checker is None and not entry.name.lower().endswith(IMAGE_EXTENSIONS):
                 reason = "not an image file extension"
             if reason is not None:
                 skipped.append(SkippedFile(entry.path, reason))
@@ -266,7 +299,7 @@ def load_manifest(
     file: str | os.PathLike[str],
     root: str | os.PathLike[str] | None = None,
     class_names: Sequence[str] | None = None,
-    check: bool = True,
+    check: bool | str = True,
 ) -> ImageDataset:
     """A CSV or Parquet table with columns ``path,label[,id][,clean_label]``.
 
@@ -278,13 +311,16 @@ def load_manifest(
     class_names : the class list; labels given as names must be in it, labels given as integers
         must lie in ``[0, len(class_names))``. Default: sorted distinct names of ``label`` and
         ``clean_label``, or ``0 .. max`` for integer labels
-    check : decode every image now (unreadable ones are skipped and recorded)
+    check : ``full`` (or True): decode every image now (unreadable ones are skipped and
+        recorded); ``header``: read only each file's header; ``none`` (or False): only check that
+        the file exists (see `load_image_folder`)
 
     Rows whose file is missing or unreadable are skipped with a warning and recorded in
     ``skipped``; everything else that is wrong raises `InputError` naming the row.
     """
     file_path = Path(file).expanduser().resolve()
     where = str(file_path)
+    checker = _checker(check, where)
     table = _read_table(file_path)
     base = Path(root).expanduser().resolve() if root is not None else file_path.parent
     if not base.is_dir():
@@ -326,7 +362,7 @@ def load_manifest(
         if not resolved.is_file():
             skipped.append(SkippedFile(str(resolved), f"row {row + 2}: file not found"))
             continue
-        reason = check_image(resolved) if check else None
+        reason = checker(resolved) if checker is not None else None
         if reason is not None:
             skipped.append(SkippedFile(str(resolved), f"row {row + 2}: {reason}"))
             continue
