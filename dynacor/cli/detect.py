@@ -89,6 +89,40 @@ def prepare_dynamics(args: argparse.Namespace) -> Prepared:
     return prepare_recorded(dynamics, source, user_settings(args), settings_file(args))
 
 
+def relabel_from_review(args: argparse.Namespace, request: Prepared) -> None:
+    """``--labels-from-review RUN_DIR``: the request's data gets the labels the review of RUN_DIR
+    decided (`dynacor.review.relabel.apply_review`). A feature file is relabelled here, so ids
+    that do not match write nothing; image sources are relabelled when the worker has read them."""
+    from dynacor.cli.export import load_reviewed_run
+    from dynacor.review.export import final_labels
+    from dynacor.review.relabel import apply_review
+
+    if getattr(args, "dynamics", None):
+        raise InputError("command line", "--labels-from-review", "used with a data source, not --dynamics "
+                         "(recorded dynamics were trained on their own labels)", "--dynamics")  # fmt: skip
+    if request.config.noise is not None:
+        raise InputError("command line", "--noise", "unset with --labels-from-review (the review's labels are the "
+                         "labels to judge)", repr(request.config.noise))  # fmt: skip
+    run = load_reviewed_run(args.labels_from_review, args.review_db)
+    final = final_labels(run.samples, run.latest)
+    where = str(args.labels_from_review)
+    inner = request.loader
+
+    recorded = {"run": where, "run_id": run.run_id, "decisions": int(len(run.latest))}
+
+    def loader(on_event, should_stop):  # noqa: ANN001, ANN202
+        data, counts = apply_review(inner(on_event, should_stop), final, where)
+        data.source["labels_from_review"] = {**recorded, **counts}
+        return data
+
+    if getattr(args, "features", None):  # already read by `prepare`: check the ids now
+        data = loader(lambda event: None, lambda: False)
+        request.loader = lambda on_event, should_stop: data
+    else:
+        request.loader = loader
+    request.source["labels_from_review"] = recorded
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     """Run ``detect``; returns the exit code."""
     from dynacor.runs.jobs import Job
@@ -97,6 +131,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         request = prepare_dynamics(args)
     else:
         request = prepare(source_spec(args), user_settings(args), settings_file(args))
+    if getattr(args, "labels_from_review", None):
+        relabel_from_review(args, request)
     if args.method != "dynacor":
         from dynacor.runs.baseline import run_baseline
 

@@ -49,6 +49,11 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
     group.add_argument("--clip-pretrained", metavar="TAG_OR_PATH",
                        help="open_clip pretrained tag (downloads when online) or a local checkpoint file")
+    group.add_argument("--labels-from-review", metavar="RUN_DIR",
+                       help="train on the labels a review of RUN_DIR decided (accepted and relabelled classes; "
+                       "removed samples left out); the data source must be the one RUN_DIR was made from")
+    group.add_argument("--review-db", metavar="URL", help="with --labels-from-review: SQLAlchemy URL of the review "
+                       "store (default: DYNACOR_REVIEW_DB, else reviews.sqlite beside RUN_DIR, as the app)")
     group.add_argument("--method", choices=DETECTORS, default="dynacor",
                        help="detector (default dynacor), or a baseline on the same data: " + methods_help(DETECTORS))
 

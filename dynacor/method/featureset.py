@@ -62,3 +62,22 @@ class FeatureSet:
         import dataclasses
 
         return dataclasses.replace(self, labels=np.asarray(labels, dtype=np.int64))
+
+    def subset(self, rows: np.ndarray) -> FeatureSet:
+        """The samples at ``rows`` (R,) int, in that order (the held-out test split is kept)."""
+        import dataclasses
+
+        rows = np.asarray(rows, dtype=np.int64)
+
+        def pick(values):  # fancy indexing copies only the picked rows, also of a memory map
+            return None if values is None else np.asarray(values)[rows]
+
+        return dataclasses.replace(
+            self,
+            features=pick(self.features),
+            labels=np.asarray(self.labels)[rows],
+            features_aug=pick(self.features_aug),
+            clean_labels=pick(self.clean_labels),
+            ids=self.sample_ids()[rows],
+            paths=pick(self.paths),
+        )
