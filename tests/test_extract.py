@@ -220,7 +220,7 @@ from ray.cluster_utils import Cluster
 
 cluster = Cluster(
     initialize_head=True,
-    head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False, "temp_dir": sys.argv[1]},
+    head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False, "temp_dir": sys.argv[1] + "/ray"},
 )
 try:
     cluster.add_node(num_cpus=1, num_gpus=0)
@@ -242,8 +242,16 @@ def ray_cluster(tmp_path: Path):
     test fails or is killed.
     """
     pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'dynacor[ray]')")
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     temp = Path("/tmp") / f"dynacor-ray-{os.getpid()}-{time.monotonic_ns()}"  # short: socket paths
+    # Ray writes the cluster's address into RAY_TMPDIR/ray, which it does not create itself when
+    # the head is given a temp dir (a fresh machine has no /tmp/ray).
+    (temp / "ray").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_TMPDIR": str(temp),
+    }
     helper = subprocess.Popen(
         [sys.executable, "-c", CLUSTER, str(temp)],
         env=env,
