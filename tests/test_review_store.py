@@ -263,7 +263,8 @@ def test_the_queue_is_built_once_from_the_decisions_so_far(url):
     assert store.claim_next("r", "bob", n=4) == ["s0", "s2", "s3"]  # s1 was decided before
     assert store.set_queue("r", ["s3", "s1", "s0", "s4"])  # a new order
     assert store.claim_next("r", "cy", n=4) == ["s4"]
-    assert store.progress("r") == {"decided": 1, "decisions": 1, "queued": 4, "decided_queued": 1}
+    assert store.queue_progress("r") == {"queued": 4, "decided": 1}
+    assert store.progress("r") == {"decided": 1, "decisions": 1}
     with pytest.raises(InputError, match="each sample once"):
         store.set_queue("r", ["a", "b", "a"])
 
@@ -355,13 +356,8 @@ def test_double_review_gives_each_card_to_two_distinct_annotators(url):
     latest = store.latest_decisions("r").set_index("sample")
     assert list(latest.index) == ["s0"] and latest.loc["s0", "annotator"] == "bob"
     assert store.claim_next("r", "dee") == ["s2"]  # s1: cy and ann; s0: decided
-    assert store.progress("r") == {
-        "decided": 1,
-        "decisions": 2,
-        "queued": 4,
-        "decided_queued": 1,
-        "conflicts": 0,
-    }
+    assert store.progress("r") == {"decided": 1, "decisions": 2, "conflicts": 0}
+    assert store.queue_progress("r") == {"queued": 4, "decided": 1, "conflicts": 0}
 
 
 def test_votes_that_differ_are_a_conflict_until_an_admin_decides(url):
@@ -377,7 +373,7 @@ def test_votes_that_differ_are_a_conflict_until_an_admin_decides(url):
         ["s0", "bob", "remove"],
     ]
     assert set(store.latest_decisions("r")["sample"]) == {"s1"}
-    assert store.progress("r")["conflicts"] == 1
+    assert store.progress("r")["conflicts"] == store.queue_progress("r")["conflicts"] == 1
     # A conflict is the admin's, not a third annotator's.
     assert store.claim_next("r", "cy", n=3) == ["s2"]
     store.record_decision("r", "s0", "relabel", 2, "admin", when=5.0, final=True)
@@ -428,6 +424,7 @@ def test_counts_and_decided_among_agree_with_latest_decisions(url, k):
     store = ReviewStore(url)
     store.set_reviewers("r", k)
     keys = [f"s{i}" for i in range(CHUNK + 200)]
+    store.set_queue("r", keys)  # kept current decision by decision
     items = []
     for i in rng.choice(len(keys), 900):
         decision = str(rng.choice(["keep", "accept", "remove"]))
@@ -450,3 +447,9 @@ def test_counts_and_decided_among_agree_with_latest_decisions(url, k):
     few = keys[:50]
     assert store.decided_among("r", few) == set(latest["sample"]) & set(few)  # IN lists
     assert store.decided_among("r", keys) == set(latest["sample"])  # one pass over the run
+    conflicts = store.conflicts("r")["sample"].nunique()
+    assert store.queue_progress("r") == {"queued": len(keys), "decided": len(latest)} | (
+        {"conflicts": conflicts} if k > 1 else {}
+    )
+    store.set_queue("r", keys[::-1])  # rebuilt from the decisions
+    assert store.queue_progress("r")["decided"] == len(latest)

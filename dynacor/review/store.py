@@ -14,32 +14,36 @@ Work split: leases
 A team reviews one run's queue without two people on one card.
 
 - `ReviewStore.set_queue` stores the run's review order once (each card with its rank). Each
-  queued card also keeps how many annotators voted on it and whether it still needs a review,
-  updated in the same transaction as every decision on it, so a claim never reads the decisions
-  of the whole run.
+  queued card also keeps its votes, whether they agree and whether it still needs a review,
+  updated in the same transaction as every decision on it, so neither a claim nor
+  `ReviewStore.queue_progress` reads the decisions of the whole run.
 - `ReviewStore.claim_next` hands an annotator the first cards in queue order that they may take
   and records a lease (run, sample, annotator) that expires ``ttl_s`` seconds later. A card is
   leased to at most k minus its votes annotators at once (k: the run's reviewers, 1 unless
   `ReviewStore.set_reviewers` says otherwise), never to one who already voted on it, and never
   once it is decided.
-- The cards an annotator holds come back first on their next claim, with the leases renewed (a
-  page reload loses nothing). A decision releases the decider's lease on that card in the same
-  transaction; `ReviewStore.release` gives cards back; an expired lease is ignored, so the card
-  goes to whoever claims next.
+- The cards an annotator holds come back first on their next claim (a page reload loses
+  nothing), their leases renewed once past half their time. A decision releases the decider's
+  lease on that card in the same transaction; `ReviewStore.release` gives cards back; an expired
+  lease is ignored, so the card goes to whoever claims next.
 
-Guarantees. SQLite: every writing transaction begins with ``BEGIN IMMEDIATE``, so claims and
-decisions run one at a time and each sees the others' commits. PostgreSQL: a claim locks the
-card's queue row (``FOR UPDATE SKIP LOCKED``) and re-checks the card with a fresh snapshot
-before leasing it, and a decision locks the same row, so two claimers never exceed a card's free
-slots and a claimer skips a card being decided instead of waiting for it. Lease times come from
-the app's clock: run several app servers with synchronised clocks.
+Guarantees. SQLite: every writing transaction begins with ``BEGIN IMMEDIATE`` (writers of all
+processes queue on a lock file first, see `_writer_turn`), so claims and decisions run one at a
+time and each sees the others' commits. PostgreSQL: a claim locks the card's queue row
+(``FOR UPDATE SKIP LOCKED``) and re-checks the card in a fresh snapshot before leasing it; a
+decision locks the same row; a queue rebuild or a change of reviewers locks the decisions table
+against writes while it reads them. So two claimers never exceed a card's free slots, a claimer
+skips a card being decided instead of waiting for it, and the queue's counts never miss a
+decision. What leases cannot stop: a decision made without holding the card (a bulk action, the
+grid) on a card someone else holds; that card then leaves the holder's next claim. Lease times
+come from the app's clock: run several app servers with synchronised clocks.
 
 Double review
 -------------
 With ``set_reviewers(run, k)``, k >= 2, every card goes to k distinct annotators. An annotator's
 latest non-final decision on a card is their vote; an admin's decision recorded with
 ``final=True`` overrides the votes. The decision that counts for a card (what `latest_decisions`,
-`progress` and `decided_among` report) is:
+`progress`, `queue_progress` and `decided_among` report) is:
 
 - its latest final decision, if it has one (in every mode);
 - otherwise, in single review (k = 1), its latest decision, whoever made it;
@@ -63,6 +67,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's own busy wait only
+    fcntl = None
 
 from dynacor.errors import InputError
 from dynacor.review.decisions import DECISIONS, LABELLED
@@ -109,6 +118,7 @@ review_queue = sa.Table(
     sa.Column("sample", sa.String(255), primary_key=True),
     sa.Column("rank", sa.Integer, nullable=False),
     sa.Column("votes", sa.Integer, nullable=False),
+    sa.Column("agreed", sa.Boolean, nullable=False),  # the latest votes have a single outcome
     sa.Column("final", sa.Boolean, nullable=False),
     sa.Column("open", sa.Boolean, nullable=False),
     sa.Index("ix_review_queue_open", "run", "open", "rank"),
@@ -193,6 +203,35 @@ def _make_engine(url: str) -> sa.Engine:
     return engine
 
 
+_turns: dict[tuple[int, str], tuple[threading.Lock, int]] = {}
+
+
+@contextmanager
+def _writer_turn(engine: sa.Engine) -> Iterator[None]:
+    """SQLite: writers of every process queue on a lock file next to the database.
+
+    Only a schedule (SQLite's locks keep the data safe without it): a writer that finds the
+    database locked sleeps in growing steps up to 100 ms and may lose to newcomers again and
+    again, so with many annotators some actions took seconds; on the lock file the kernel wakes
+    a waiter as soon as the writer before it is done.
+    """
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or fcntl is None or not path or path == ":memory:":
+        yield
+        return
+    key = (os.getpid(), path)  # a forked child opens its own (flock is per open file)
+    with _engines_lock:
+        if key not in _turns:
+            _turns[key] = (threading.Lock(), os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644))
+        in_process, fd = _turns[key]
+    with in_process:  # threads of one process share the file's lock: they queue here first
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def _create_schema(engine: sa.Engine) -> None:
     """The tables, and the ``final`` column added to a decisions table made before it existed.
     One process at a time (several app processes may start at once)."""
@@ -226,7 +265,7 @@ class ReviewStore:
 
     @contextmanager
     def _writing(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn:
+        with _writer_turn(self.engine), self.engine.connect() as conn:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():
                 yield conn
@@ -248,8 +287,8 @@ class ReviewStore:
         id."""
         row = _row(run, sample, decision, label, annotator, when, final)
         with self._writing() as conn:
-            self._lock_cards(conn, row["run"], [row["sample"]])
             result = conn.execute(decisions.insert().values(**row))
+            self._lock_cards(conn, row["run"], [row["sample"]])
             self._after_decisions(conn, row["run"], [row])
             return int(result.inserted_primary_key[0])
 
@@ -267,14 +306,15 @@ class ReviewStore:
         if not rows:
             return 0
         with self._writing() as conn:
-            self._lock_cards(conn, rows[0]["run"], sorted({r["sample"] for r in rows}))
             conn.execute(decisions.insert(), rows)
+            self._lock_cards(conn, rows[0]["run"], sorted({r["sample"] for r in rows}))
             self._after_decisions(conn, rows[0]["run"], rows)
         return len(rows)
 
     def _lock_cards(self, conn: sa.Connection, run: str, samples: Sequence[str]) -> None:
         # PostgreSQL: a decision holds the card's queue row, so a claimer re-checking that card
-        # sees the decision; in sorted order, so two bulk writers cannot deadlock.
+        # sees the decision; in sorted order, so two bulk writers cannot deadlock; after the
+        # insert, so a writer waiting on `_hold_decisions` holds no row a queue rebuild needs.
         if not self._postgres:
             return
         for chunk in _chunks(samples):
@@ -299,9 +339,7 @@ class ReviewStore:
                         review_leases.c.sample.in_(chunk),
                     )
                 )
-        reviewers = _reviewers(conn, run)
-        for chunk in _chunks(sorted({r["sample"] for r in rows})):
-            _recount(conn, run, reviewers, review_queue.c.sample.in_(chunk))
+        _recount(conn, run, _reviewers(conn, run), sorted({r["sample"] for r in rows}))
 
     # ---- the team: reviewers, queue, leases
 
@@ -312,8 +350,13 @@ class ReviewStore:
             raise InputError("review", "reviewers", "an integer >= 1", repr(k))
         with self._writing() as conn:
             self._run_row(conn, run)
+            self._hold_decisions(conn)
             conn.execute(review_runs.update().where(review_runs.c.run == run).values(reviewers=k))
-            _recount(conn, run, k, None)
+            conn.execute(
+                review_queue.update()
+                .where(review_queue.c.run == run)
+                .values(open=sa.and_(review_queue.c.final == sa.false(), review_queue.c.votes < k))
+            )
 
     def reviewers(self, run: str) -> int:
         """The run's reviewers per card (1 unless `set_reviewers` said otherwise)."""
@@ -334,25 +377,14 @@ class ReviewStore:
         with self._writing() as conn:
             if self._run_row(conn, run)["queue_hash"] == digest:
                 return False
+            self._hold_decisions(conn)
             reviewers = _reviewers(conn, run)
             conn.execute(review_queue.delete().where(review_queue.c.run == run))
-            state = {
-                sample: (int(votes), bool(final))
-                for sample, votes, final in conn.execute(
-                    sa.select(
-                        decisions.c.sample,
-                        sa.func.count(sa.distinct(sa.case((decisions.c.final == sa.false(), decisions.c.annotator)))),
-                        sa.func.max(sa.case((decisions.c.final == sa.true(), 1), else_=0)),
-                    )
-                    .where(decisions.c.run == run)
-                    .group_by(decisions.c.sample)
-                )
-            }  # fmt: skip
-            rows = []
-            for rank, sample in enumerate(keys):
-                votes, final = state.get(sample, (0, False))
-                rows.append({"run": run, "sample": sample, "rank": rank, "votes": votes,
-                             "final": final, "open": not final and votes < reviewers})  # fmt: skip
+            states = _card_states(conn, run)
+            rows = [
+                {"run": run, "sample": sample, "rank": rank, **_card_row(states.get(sample), reviewers)}
+                for rank, sample in enumerate(keys)
+            ]  # fmt: skip
             if rows:
                 conn.execute(review_queue.insert(), rows)
             conn.execute(
@@ -369,10 +401,10 @@ class ReviewStore:
         now: float | None = None,
     ) -> list[str]:
         """The next ``n`` cards of the run's queue for ``annotator``, leased to them for ``ttl_s``
-        seconds (module docstring): first the cards they already hold (leases renewed), then the
-        first cards in queue order that are undecided, that they have not voted on, and whose
-        review slots are not all held by others. Fewer than ``n`` (or none) when the queue has no
-        more. ``now``: the clock (tests). Needs `set_queue` first."""
+        seconds (module docstring): first the cards they already hold, then the first cards in
+        queue order that are undecided, that they have not voted on, and whose review slots are
+        not all held by others. Fewer than ``n`` (or none) when the queue has no more. ``now``:
+        the clock (tests). Needs `set_queue` first."""
         if not annotator:
             raise InputError(
                 "review", "annotator", "a name (leases are per annotator)", repr(annotator)
@@ -407,9 +439,11 @@ class ReviewStore:
             for chunk in _chunks(gone):
                 conn.execute(leases.delete().where(leases.c.run == run, leases.c.annotator == annotator,
                                                    leases.c.sample.in_(chunk)))  # fmt: skip
+            # Renewed once past half their time: a page rerun on the same card writes nothing.
             for chunk in _chunks(mine):
                 conn.execute(leases.update().where(leases.c.run == run, leases.c.annotator == annotator,
-                                                   leases.c.sample.in_(chunk)).values(expires=expires))  # fmt: skip
+                                                   leases.c.sample.in_(chunk), leases.c.expires < now + ttl_s / 2)
+                             .values(expires=expires))  # fmt: skip
             mine_already = sa.exists().where(
                 leases.c.run == q.c.run,
                 leases.c.sample == q.c.sample,
@@ -488,6 +522,14 @@ class ReviewStore:
             rows = conn.execute(query).all()
         return pd.DataFrame([tuple(r) for r in rows], columns=["sample", "annotator", "expires"])
 
+    def _hold_decisions(self, conn: sa.Connection) -> None:
+        # PostgreSQL: a queue rebuild or a reviewers change reads every decision of the run and
+        # rewrites its queue rows: it waits for the decisions being written and holds new ones
+        # back until it commits (once per run, rarely more), so no decision slips between.
+        # SQLite's BEGIN IMMEDIATE does this already.
+        if self._postgres:
+            conn.execute(sa.text("LOCK TABLE decisions IN SHARE MODE"))
+
     def _run_row(self, conn: sa.Connection, run: str) -> dict:
         """The run's settings row, created when missing; on PostgreSQL locked for this
         transaction, so queue rebuilds and reviewer changes of one run take turns."""
@@ -543,9 +585,9 @@ class ReviewStore:
     def progress(self, run: str, flagged: Sequence[object] | None = None) -> dict[str, int]:
         """Counts by SQL, consistent with `latest_decisions`: samples with a decision that counts
         (``decided``), decision rows (``decisions``); with ``flagged``, its size (``flagged``) and
-        how many of those are decided (``decided_flagged``); when the run has a queue
-        (`set_queue`), its size (``queued``) and how many of its cards are decided
-        (``decided_queued``); in double review, the cards in conflict (``conflicts``)."""
+        how many of those are decided (``decided_flagged``); in double review, the cards in
+        conflict (``conflicts``). For the page's header on a queued run, `queue_progress` is
+        cheaper."""
         with self.engine.connect() as conn:
             k = _reviewers(conn, run)
             counting = _counting(run, k).subquery()
@@ -559,17 +601,35 @@ class ReviewStore:
                 wanted = {str(s) for s in flagged}
                 out["flagged"] = len(wanted)
                 out["decided_flagged"] = len(_decided(conn, run, k, wanted))
-            queued = _scalar(conn, sa.select(sa.func.count()).where(review_queue.c.run == run))
-            if queued:
-                out["queued"] = queued
-                out["decided_queued"] = _scalar(conn, sa.select(sa.func.count()).select_from(
-                    counting.join(review_queue, sa.and_(review_queue.c.run == run,
-                                                        review_queue.c.sample == counting.c.sample))))  # fmt: skip
             if k > 1:
                 out["conflicts"] = _scalar(
                     conn, sa.select(sa.func.count()).select_from(_conflicted(run, k).subquery())
                 )
         return out
+
+    def queue_progress(self, run: str) -> dict[str, int]:
+        """The queue's counts from its own rows (no decision read): cards (``queued``), cards
+        decided (``decided``, as `latest_decisions` counts them), and in double review the cards
+        in conflict (``conflicts``). All 0 without a queue."""
+        q = review_queue
+        count = sa.select(sa.func.count()).where(q.c.run == run)
+        with self.engine.connect() as conn:
+            k = _reviewers(conn, run)
+            if k == 1:  # decided = no longer open: two counts on the queue's index
+                return {"queued": _scalar(conn, count),
+                        "decided": _scalar(conn, count.where(q.c.open == sa.false()))}  # fmt: skip
+            decided = sa.or_(
+                q.c.final == sa.true(), sa.and_(q.c.votes >= k, q.c.agreed == sa.true())
+            )
+            conflict = sa.and_(q.c.final == sa.false(), q.c.votes >= k, q.c.agreed == sa.false())
+            queued, done, conflicts = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(sa.case((decided, 1), else_=0)), 0),
+                    sa.func.coalesce(sa.func.sum(sa.case((conflict, 1), else_=0)), 0),
+                ).where(q.c.run == run)
+            ).one()
+        return {"queued": int(queued), "decided": int(done), "conflicts": int(conflicts)}
 
     def count(self, run: str) -> int:
         """All decision rows of ``run``, history included."""
@@ -709,10 +769,11 @@ def _decided(conn: sa.Connection, run: str, k: int, wanted: set[str]) -> set[str
 
 
 def _available(annotator: str, now: float, k: int) -> sa.ColumnElement[bool]:
-    """Whether ``annotator`` may take a queued card (a condition on ``review_queue``'s row)."""
+    """Whether ``annotator`` may take a queued card (a condition on ``review_queue``'s row): it
+    needs a review, its free slots are not all held by others, and (double review) it has no
+    vote of theirs."""
     # An alias: the claim's own query joins the leases table too.
     q, d, leases = review_queue, decisions, review_leases.alias("others")
-    card = (d.c.run == q.c.run, d.c.sample == q.c.sample)
     held_by_others = (
         sa.select(sa.func.count())
         .where(
@@ -723,39 +784,47 @@ def _available(annotator: str, now: float, k: int) -> sa.ColumnElement[bool]:
         )  # fmt: skip
         .scalar_subquery()
     )
+    free = sa.and_(q.c.open == sa.true(), q.c.votes + held_by_others < k)
     if k == 1:
-        # The decisions themselves, not only the queue's counters: exact even if a decision
-        # slipped in while the queue was being built.
-        return sa.and_(q.c.open == sa.true(), ~sa.exists().where(*card), held_by_others == 0)
-    votes = (
-        sa.select(sa.func.count(sa.distinct(d.c.annotator)))
-        .where(*card, d.c.final == sa.false())
-        .scalar_subquery()
-    )
-    return sa.and_(
-        q.c.open == sa.true(),
-        ~sa.exists().where(*card, d.c.final == sa.true()),
-        ~sa.exists().where(*card, d.c.annotator == annotator, d.c.final == sa.false()),
-        votes + held_by_others < k,
-    )
+        return free
+    voted = sa.exists().where(d.c.run == q.c.run, d.c.sample == q.c.sample,
+                              d.c.annotator == annotator, d.c.final == sa.false())  # fmt: skip
+    return sa.and_(free, ~voted)
 
 
-def _recount(conn: sa.Connection, run: str, k: int, which: sa.ColumnElement[bool] | None) -> None:
-    """Queue rows' votes, final and open from the decisions (``which``: the rows; None: all of
-    the run's)."""
-    q, d = review_queue, decisions
-    card = (d.c.run == q.c.run, d.c.sample == q.c.sample)
-    where = [q.c.run == run] + ([which] if which is not None else [])
-    if which is not None:
-        votes = (
-            sa.select(sa.func.count(sa.distinct(d.c.annotator)))
-            .where(*card, d.c.final == sa.false())
-            .scalar_subquery()
-        )
-        conn.execute(q.update().where(*where).values(
-            votes=votes, final=sa.exists().where(*card, d.c.final == sa.true())))  # fmt: skip
+def _card_states(
+    conn: sa.Connection, run: str, samples: Sequence[str] | None = None
+) -> dict[str, tuple[int, bool, bool]]:
+    """Per sample with decisions (of ``samples``, or all of the run's): its votes, whether they
+    agree, whether it has a final decision. Grouped queries, not a subquery per queue row: a
+    fresh PostgreSQL table without statistics plans those as scans of every decision."""
+    where = [decisions.c.run == run]
+    if samples is not None:
+        where.append(decisions.c.sample.in_(samples))
+    groups = {s: (int(v), int(o) <= 1) for s, _id, v, o in conn.execute(_vote_groups(where))}
+    finals = set(conn.execute(sa.select(_finals(where).subquery().c.sample)).scalars())
+    return {s: (*groups.get(s, (0, True)), s in finals) for s in groups.keys() | finals}
+
+
+def _card_row(state: tuple[int, bool, bool] | None, k: int) -> dict:
+    votes, agreed, final = state or (0, True, False)
+    return {"votes": votes, "agreed": agreed, "final": final, "open": not final and votes < k}
+
+
+def _recount(conn: sa.Connection, run: str, k: int, samples: Sequence[str]) -> None:
+    """The queue rows of ``samples`` (those queued) brought up to date with their decisions."""
+    # Many samples (a bulk action): one pass over the run's decisions beats many IN lists.
+    states = _card_states(conn, run, samples if len(samples) <= CHUNK else None)
+    q = review_queue
+    rows = [
+        {"b_sample": s, **{f"b_{c}": v for c, v in _card_row(states.get(s), k).items()}}
+        for s in samples
+    ]
     conn.execute(
-        q.update().where(*where).values(open=sa.and_(q.c.final == sa.false(), q.c.votes < k))
+        q.update()
+        .where(q.c.run == run, q.c.sample == sa.bindparam("b_sample"))
+        .values({c: sa.bindparam(f"b_{c}") for c in ("votes", "agreed", "final", "open")}),
+        rows,
     )
 
 
