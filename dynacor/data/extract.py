@@ -720,9 +720,7 @@ class _EmbedActor:
             )
         self.views = list(views)
         self.amp = amp and self.backbone.device.type == "cuda"
-        import ray
-
-        self.node = ray.get_runtime_context().get_node_id()
+        self.node = _node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         index = np.asarray(batch["index"], dtype=np.int64)
@@ -765,6 +763,15 @@ class _EmbedActor:
     def _nodes(self, index: np.ndarray) -> np.ndarray:
         # Which node did the work: the driver counts them.
         return np.full(index.size, self.node, dtype=object).astype(str)
+
+
+def _node_id() -> str:
+    """The Ray node this process runs on (``local`` outside a Ray cluster)."""
+    try:
+        import ray
+    except ImportError:
+        return "local"
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
 def _ray_layout(ray: Any, cpus_per_actor: int) -> tuple[int, int, int]:
