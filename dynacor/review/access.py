@@ -35,7 +35,8 @@ from dynacor.errors import InputError
 SECRETS = "secrets.toml"
 ADMIN, ANNOTATOR = "admin", "annotator"
 ROLES = (ADMIN, ANNOTATOR)
-ACTIONS = ("review", "start", "cancel", "export")
+# "manage": set how a run is reviewed (single or double review) and decide its conflicts.
+ACTIONS = ("review", "start", "cancel", "export", "manage")
 ALLOWED = {ADMIN: frozenset(ACTIONS), ANNOTATOR: frozenset({"review"})}
 ROLE_KEYS = {"admins": ADMIN, "annotators": ANNOTATOR}
 
