@@ -39,6 +39,7 @@ navigation = st.navigation(
         st.Page(PAGES["sample"], title="Sample", icon=":material/image_search:", url_path="sample"),
         st.Page(PAGES["review"], title="Review", icon=":material/fact_check:", url_path="review"),
         st.Page(PAGES["grid"], title="Grid", icon=":material/grid_view:", url_path="grid"),
+        st.Page(PAGES["team"], title="Team", icon=":material/groups:", url_path="team"),
     ]
     + ([st.Page(PAGES["export"], title="Export", icon=":material/download:", url_path="export")] if who.can("export") else [])
 )

@@ -28,6 +28,7 @@ PAGES = {
     "sample": "pages/sample.py",
     "review": "pages/review.py",
     "grid": "pages/grid.py",
+    "team": "pages/team.py",
     "export": "pages/export.py",
 }
 
