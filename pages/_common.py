@@ -155,6 +155,18 @@ def flagged(name: str):
     return _flagged(str(d), _mtime(d / "samples.parquet"))
 
 
+def shared_queue(name: str) -> str:
+    """The run's review key, after making sure the store holds the run's queue (its flagged
+    samples, most confidently noisy first) that leases split between annotators. Once per session
+    and run: `ReviewStore.set_queue` hashes every key to see whether the queue changed."""
+    run_key = review_key(name)
+    marker = f"queue_set::{run_key}"
+    if not st.session_state.get(marker):
+        review_store().set_queue(run_key, flagged(name)["key"].tolist())
+        st.session_state[marker] = True
+    return run_key
+
+
 # At most this many unflagged samples form a run's audit sample (drawn once per run).
 AUDIT_SIZE = 2000
 

@@ -18,11 +18,11 @@ from pages._common import (
     label_name,
     pick_finished_run,
     require_router,
-    review_key,
     review_store,
     run_info,
     safe,
     samples,
+    shared_queue,
 )
 
 require_router()  # before anything is drawn: see pages/_common.py
@@ -43,7 +43,7 @@ names = class_names(name)
 queue_all = safe(flagged, name)
 source = run_info(name).get("source") or {}
 store = review_store()
-run_key = review_key(name)
+run_key = shared_queue(name)
 with st.sidebar:
     st.caption(f"Annotator: **{annotator}**")
     size = st.select_slider(
@@ -92,8 +92,13 @@ def grid() -> None:
         "Group: given class -> suggested class", options, key="grid_group",
         format_func=lambda o: f"{label_name(names, o[0])} -> {label_name(names, o[1])}: {count[o]:,} undecided",
     )  # fmt: skip
-    cards = triage.grid_cards(pending, given, suggested, size)
-    keys = cards["key"].tolist()
+    group = triage.grid_cards(pending, given, suggested, len(pending))
+    # Leased like the Review page's cards: two people on one group get different pages.
+    keys = store.claim_next(run_key, annotator, n=size, among=group["key"])
+    if not keys:
+        st.info("Every undecided card of this group is held by someone else right now.")
+        return
+    cards = group.set_index("key", drop=False).loc[keys]
     # Checkbox values are in the session state before this rerun: the action bar can sit above
     # the grid, where it is seen without scrolling.
     chosen = [k for k in keys if st.session_state.get(pick_key(k))]

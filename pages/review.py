@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import zlib
+
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -18,17 +21,18 @@ from pages._common import (
     label_name,
     pick_finished_run,
     require_router,
-    review_key,
     review_store,
     run_info,
     safe,
     samples,
+    shared_queue,
 )
 
 require_router()  # before anything is drawn: see pages/_common.py
 
 SHORTCUTS = {"keep": "K", "accept": "A", "relabel": "O", "unsure": "U", "remove": "X", "skip": "N"}
 BULK_ROWS = 1000
+QUALITY_EVERY_S = 20
 
 st.title("Review")
 name = pick_finished_run("review", st.sidebar)
@@ -43,14 +47,18 @@ names = class_names(name)
 queue_all = safe(flagged, name)
 source = run_info(name).get("source") or {}
 store = review_store()
+run_key = shared_queue(name)
 num_classes = len(names) if names else int(max(frame["given_label"].max(), frame["suggested_label"].max())) + 1
 
 with st.sidebar:
     st.caption(f"Annotator: **{annotator}**")
     classes = st.multiselect("Given class", list(range(num_classes)), format_func=lambda c: label_name(names, c), key="filter_classes")
     lo = float(queue_all["noisy_score"].min()) if len(queue_all) else 0.5
-    score_range = st.slider("Noisy score", 0.0, 1.0, (round(max(0.0, lo - 0.005), 2), 1.0), 0.01, key="filter_score")
-    undecided_only = st.toggle("Undecided only", value=True, key="filter_undecided")
+    full_range = (round(max(0.0, lo - 0.005), 2), 1.0)
+    score_range = st.slider("Noisy score", 0.0, 1.0, full_range, 0.01, key="filter_score")
+    undecided_only = st.toggle("Undecided only", value=True, key="filter_undecided",
+                               help="On: cards come from the queue the team shares, each held by one "
+                               "person at a time. Off: browse decided cards too.")  # fmt: skip
     audit_on = st.toggle("Audit: mix in unflagged samples", key="audit_on",
                          help="A random sample of the unflagged samples joins the queue, so the errors the "
                          "detector missed are measured too. Audit cards look like the others until decided.")  # fmt: skip
@@ -71,9 +79,11 @@ def decide(key: str, decision: str, given: int, suggested: int, label: int | Non
     """Button callback: commit the decision, then the rerun shows the next card."""
     if decision != "skip":
         chosen = review.decision_label(decision, given, suggested, label)
-        store.record_decision(review_key(name), key, decision, chosen, annotator)
+        store.record_decision(run_key, key, decision, chosen, annotator)  # releases the lease
         if audit:  # said only now, so the audit card was judged like any other
             st.session_state["audit_notice"] = key
+    else:
+        store.release(run_key, annotator, [key])  # someone else may take it
     st.session_state[passed_key].append(key)
     st.session_state[seen_key] = st.session_state.get(seen_key, 0) + 1
 
@@ -85,7 +95,7 @@ def bulk(keys: list[str], decision: str, rows, label: int | None) -> None:
         r = by_key.loc[key]
         items.append({"sample": key, "decision": decision,
                       "label": review.decision_label(decision, int(r["given_label"]), int(r["suggested_label"]), label)})  # fmt: skip
-    count = store.record_decisions(review_key(name), items, annotator=annotator)
+    count = store.record_decisions(run_key, items, annotator=annotator)
     st.session_state["bulk_done"] = f"Recorded '{decision}' for {count:,} samples."
 
 
@@ -131,42 +141,102 @@ def why_flagged(row, given: int, suggested: int) -> None:
                 f"ex_sugg_{i}")  # fmt: skip
 
 
+@st.fragment(run_every=QUALITY_EVERY_S)
+def quality_header() -> None:
+    """The review's measured quality. It reads every decision of the run, so it refreshes on a
+    timer rather than after every card (the card's own counts come from the queue's rows)."""
+    latest = store.latest_decisions(run_key)
+    quality = review.review_quality(frame, latest, audit_cards(name)["key"])
+    st.caption(" · ".join(review.quality_lines(quality)))
+
+
+def shared_card(filtered: bool):
+    """The next card from the queue the team shares: leased to this annotator, so nobody else
+    gets it (None when no card is left for them). With a filter, only among the cards it keeps."""
+    among = None
+    if filtered:
+        no_decisions = pd.DataFrame({"sample": [], "decision": []})  # the store leaves decided cards out
+        among = review.queue(pending_base(), no_decisions, classes, score_range, undecided_only=False)["key"]
+    keys = store.claim_next(run_key, annotator, among=among, passed=st.session_state[passed_key])
+    if not keys:
+        return None
+    return queue_all.loc[queue_all["key"] == keys[0]].iloc[0].copy()
+
+
+def pending_base():
+    if only_selection and selection:
+        return queue_all[queue_all["key"].isin(selection)]
+    return queue_all
+
+
+def next_audit_card():
+    """An undecided audit card, or None. Annotators start at different places of the audit's
+    random order (by a hash of their name), so two seldom judge the same card."""
+    audit = audit_cards(name)
+    passed = set(st.session_state[passed_key])
+    open_cards = audit[~audit["key"].isin(passed)]
+    open_cards = open_cards[~open_cards["key"].isin(store.decided_among(run_key, open_cards["key"]))]
+    if open_cards.empty:
+        return None
+    start = zlib.crc32(annotator.encode()) % len(open_cards)
+    return open_cards.iloc[start].copy()
+
+
 @st.fragment
 def card() -> None:
-    latest = store.latest_decisions(review_key(name))
-    decided = int(latest["sample"].isin(queue_all["key"]).sum()) if len(latest) else 0
-    total = len(queue_all)
+    counts = store.queue_progress(run_key)
+    decided, total = counts["decided"], counts["queued"]
     st.progress(decided / total if total else 1.0, text=f"**{decided:,} / {total:,}** flagged samples decided")
-    audit = audit_cards(name)
-    quality = review.review_quality(frame, latest, audit["key"])
-    st.caption(" · ".join(review.quality_lines(quality)))
     notice = st.session_state.pop("audit_notice", None)
     if notice is not None:
         st.info(f"That was an audit card (id `{notice}`): a random unflagged sample, mixed in to measure the "
                 "errors the detector missed.")  # fmt: skip
-    pending = queue_all
-    if only_selection and selection:
-        pending = pending[pending["key"].isin(selection)]
-    pending = review.queue(pending, latest, classes, score_range, undecided_only)
-    remaining = pending[~pending["key"].isin(st.session_state[passed_key])].assign(audit=False)
-    if audit_on:
-        done = set(latest["sample"]) if len(latest) else set()
-        undecided_audit = audit[~audit["key"].isin(done) & ~audit["key"].isin(st.session_state[passed_key])]
-        remaining = review.queue_with_audit(remaining.drop(columns="audit"), undecided_audit, audit_every,
-                                            st.session_state.get(seen_key, 0))  # fmt: skip
-    if remaining.empty:
-        st.success("Nothing left in this queue." if len(pending) == 0 else "You went through every card in this queue.")
-        if len(pending) and st.button("Start again from the top (shows skipped cards)", key="restart"):
+    filtered = bool(classes) or (only_selection and bool(selection)) or tuple(score_range) != full_range
+    row = None
+    if undecided_only:  # the shared queue: leases keep two people off one card
+        wants_audit = audit_on and (st.session_state.get(seen_key, 0) + 1) % audit_every == 0
+        row = next_audit_card() if wants_audit else None
+        if row is not None:
+            row["audit"], row["decision"] = True, ""
+        else:
+            row = shared_card(filtered)
+            if row is None and audit_on:
+                row = next_audit_card()  # flagged cards done: the audit goes on
+                if row is not None:
+                    row["audit"] = True
+            elif row is not None:
+                row["audit"] = False
+            if row is not None:
+                row["decision"] = ""
+        pending = None
+        left = max(0, total - decided)
+    else:  # browsing decided cards too: every card of the filter, but none someone else holds
+        latest = store.latest_decisions(run_key)
+        pending = review.queue(pending_base(), latest, classes, score_range, undecided_only)
+        held = store.leases(run_key)
+        others = held.loc[held["annotator"] != annotator, "sample"]
+        remaining = pending[~pending["key"].isin(st.session_state[passed_key]) & ~pending["key"].isin(others)]
+        if len(remaining):
+            row = remaining.iloc[0].copy()
+            row["audit"] = False
+        left = len(remaining)
+    if row is None:
+        if left == 0 or (pending is not None and pending.empty):
+            st.success("Nothing left in this queue.")
+        elif pending is None:
+            st.success(f"{left:,} cards are still undecided: others hold them, or you skipped them.")
+        else:
+            st.success("You went through every card in this queue.")
+        if st.session_state[passed_key] and st.button("Start again from the top (shows skipped cards)", key="restart"):
             st.session_state[passed_key] = []
             st.rerun(scope="fragment")
         if may_export and st.button("Export the cleaned labels", key="to_export"):
             st.switch_page(PAGES["export"])
         return
-    row = remaining.iloc[0]
     key, given, suggested = row["key"], int(row["given_label"]), int(row["suggested_label"])
     is_audit = bool(row["audit"])
     previous = row["decision"] if isinstance(row["decision"], str) else ""
-    st.caption(f"{len(remaining):,} cards left in this queue")
+    st.caption(f"{left:,} cards left in this queue" + ("" if pending is not None else " (for the whole team)"))
     with st.container(border=True):
         left, right = st.columns([1, 2])
         with left:
@@ -207,22 +277,39 @@ def card() -> None:
             if st.button("Open in the Sample page", key="act_open"):
                 st.switch_page(PAGES["sample"], query_params={"run": name, "id": key})
 
+    bulk_actions(pending)
+
+
+def bulk_actions(pending) -> None:
+    if pending is None:  # the shared queue: the list of what is left reads every decision
+        with st.expander("Bulk actions"):
+            if not st.toggle("List the undecided samples of this queue", key="bulk_load"):
+                return
+            latest = store.latest_decisions(run_key)
+            pending = review.queue(pending_base(), latest, classes, score_range, undecided_only=True)
+            bulk_table(pending)
+        return
     with st.expander(f"Bulk actions ({len(pending):,} samples in this queue)"):
-        if st.session_state.get("bulk_done"):
-            st.success(st.session_state.pop("bulk_done"))
-        shown = pending.head(BULK_ROWS)
-        cols = [c for c in ("key", "given_name", "suggested_name", "noisy_score", "decision") if c in shown]
-        picked = st.dataframe(shown[cols], hide_index=True, on_select="rerun", selection_mode="multi-row", key="bulk_table")
-        rows = list(getattr(getattr(picked, "selection", None), "rows", []) or [])
-        chosen_keys = shown["key"].iloc[rows].tolist()
-        e1, e2 = st.columns(2)
-        decision = e1.selectbox("Decision", [d for d in review.DECISIONS], key="bulk_decision")
-        label = e2.selectbox("Class (for relabel)", list(range(num_classes)), format_func=lambda c: label_name(names, c), key="bulk_label")
-        f1, f2 = st.columns(2)
-        f1.button(f"Apply to the {len(chosen_keys):,} selected rows", key="bulk_selected", disabled=not chosen_keys,
-                  on_click=bulk, args=(chosen_keys, decision, pending, label))  # fmt: skip
-        f2.button(f"Apply to all {len(pending):,} in this queue", key="bulk_all", disabled=pending.empty,
-                  on_click=bulk, args=(pending["key"].tolist(), decision, pending, label))  # fmt: skip
+        bulk_table(pending)
 
 
+def bulk_table(pending) -> None:
+    if st.session_state.get("bulk_done"):
+        st.success(st.session_state.pop("bulk_done"))
+    shown = pending.head(BULK_ROWS)
+    cols = [c for c in ("key", "given_name", "suggested_name", "noisy_score", "decision") if c in shown]
+    picked = st.dataframe(shown[cols], hide_index=True, on_select="rerun", selection_mode="multi-row", key="bulk_table")
+    rows = list(getattr(getattr(picked, "selection", None), "rows", []) or [])
+    chosen_keys = shown["key"].iloc[rows].tolist()
+    e1, e2 = st.columns(2)
+    decision = e1.selectbox("Decision", [d for d in review.DECISIONS], key="bulk_decision")
+    label = e2.selectbox("Class (for relabel)", list(range(num_classes)), format_func=lambda c: label_name(names, c), key="bulk_label")
+    f1, f2 = st.columns(2)
+    f1.button(f"Apply to the {len(chosen_keys):,} selected rows", key="bulk_selected", disabled=not chosen_keys,
+              on_click=bulk, args=(chosen_keys, decision, pending, label))  # fmt: skip
+    f2.button(f"Apply to all {len(pending):,} in this queue", key="bulk_all", disabled=pending.empty,
+              on_click=bulk, args=(pending["key"].tolist(), decision, pending, label))  # fmt: skip
+
+
+quality_header()
 card()

@@ -21,11 +21,11 @@ from pages._common import (
     label_name,
     pick_finished_run,
     require_router,
-    review_key,
     review_store,
     run_info,
     safe,
     samples,
+    shared_queue,
 )
 
 require_router()  # before anything is drawn: see pages/_common.py
@@ -85,18 +85,11 @@ if name is None:
 
 may_manage = current().can("manage")
 store = review_store()
-run_key = review_key(name)
+run_key = shared_queue(name)  # the queue's counts need the queue in the store
 frame = safe(samples, name)
 names = class_names(name)
 queue_all = safe(flagged, name)
 source = run_info(name).get("source") or {}
-
-# The queue's counts need the queue in the store; set_queue hashes every key, so once per session
-# and run (a run written again into the folder has another key).
-queued_key = f"queue_set::{run_key}"  # the marker the Review page uses too
-if not st.session_state.get(queued_key):
-    store.set_queue(run_key, queue_all["key"].tolist())
-    st.session_state[queued_key] = True
 
 k = store.reviewers(run_key)
 

@@ -17,7 +17,7 @@ from dynacor.runs import store as runstore  # noqa: E402
 from tests.app_fixtures import finished_run, write_features  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["run", "training", "clusters", "sample", "review", "grid", "export"]
+PAGES = ["run", "training", "clusters", "sample", "review", "grid", "team", "export"]
 RUN = "fixture-run"
 
 
@@ -203,6 +203,7 @@ def test_review_page_asks_the_annotator_once_and_records_decisions(env):
     assert latest.loc[second, "label"] == flagged["suggested_label"].iloc[1]
     assert at.get("progress")[0].proto.text.startswith("**3 / ")
 
+    at.toggle(key="bulk_load").set_value(True).run()  # the shared queue lists what is left on demand
     at.button(key="bulk_all").click().run()  # bulk: "keep" for everything left in the queue
     no_exception(at)
     assert store.progress(run_key(env), flagged["id"])["decided_flagged"] == len(flagged)

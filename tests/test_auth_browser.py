@@ -180,7 +180,7 @@ def test_annotator_reviews_under_the_signed_in_identity_and_cannot_start(team):
             timeout=TIMEOUT_MS
         )
         expect(page.get_by_role("button", name="Start run")).to_have_count(0)
-        assert nav_titles(page) == ["Run", "Training", "Clusters", "Sample", "Review", "Grid"]
+        assert nav_titles(page) == ["Run", "Training", "Clusters", "Sample", "Review", "Grid", "Team"]
         shot(page, "auth-annotator-run")
 
         before = len(latest(tmp))
@@ -194,6 +194,35 @@ def test_annotator_reviews_under_the_signed_in_identity_and_cannot_start(team):
         assert len(decided) == before + 1
         assert decided.loc[first.split()[1], "annotator"] == ANN
         browser.close()
+
+
+def test_two_annotators_never_get_the_same_card(team):
+    """Two people on one run's Review page, each in their own browser: every card either of them
+    sees is leased to them alone, and the decisions split the queue."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, tmp = team
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        pages = {who: sign_in(browser, url, who) for who in ("ann", "lead")}
+        seen = {who: [] for who in pages}
+        for page in pages.values():
+            goto(page, url, "review")
+        for _ in range(3):
+            for who, page in pages.items():
+                card = card_id(page)
+                seen[who].append(card)
+                page.locator("h1").first.click()
+                page.keyboard.press("k")
+                expect(page.locator("h4", has_text="id ").first).not_to_have_text(card, timeout=TIMEOUT_MS)
+        for who, page in pages.items():
+            seen[who].append(card_id(page))  # the card each holds now
+        browser.close()
+    assert not set(seen["ann"]) & set(seen["lead"]), seen
+    decided = latest(tmp).set_index("sample")
+    for who, email in (("ann", ANN), ("lead", LEAD)):
+        keys = [card.split()[1] for card in seen[who][:3]]
+        assert (decided.loc[keys, "annotator"] == email).all()
 
 
 def test_grid_reviews_24_cards_with_one_action(team):

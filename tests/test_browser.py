@@ -175,7 +175,7 @@ def test_run_review_export_in_a_browser(server):
     assert pd.isna(decided.loc[reviewed[2], "final_label"])
 
 
-NAV_TITLES = ["Run", "Training", "Clusters", "Sample", "Review", "Grid", "Export"]
+NAV_TITLES = ["Run", "Training", "Clusters", "Sample", "Review", "Grid", "Team", "Export"]
 
 
 def nav_titles(page) -> list[str]:

@@ -255,6 +255,20 @@ def test_an_expired_lease_goes_to_the_next_claimer_and_release_gives_cards_back(
     assert store.release("r", "ann", ["s2", "s5"]) == 1
 
 
+def test_a_filtered_claim_skips_passed_cards_and_gives_back_what_it_no_longer_wants(url):
+    store = queued(url, n=8)
+    assert store.claim_next("r", "ann") == ["s0"]
+    assert store.claim_next("r", "ann", passed=["s0"]) == ["s1"]  # skipped: s0 given back
+    assert store.claim_next("r", "bob") == ["s0"]
+    assert store.claim_next("r", "ann", among=["s5", "s6", "s1"]) == ["s1"]  # held and wanted
+    assert store.claim_next("r", "ann", among=["s5", "s6"]) == ["s5"]  # s1 given back
+    assert store.claim_next("r", "cy", among=["s1", "s5", "s6"], n=3) == ["s1", "s6"]
+    assert store.leases("r").set_index("sample")["annotator"].to_dict() == {
+        "s0": "bob", "s1": "cy", "s5": "ann", "s6": "cy"
+    }  # fmt: skip
+    assert store.claim_next("r", "dee", among=["s0", "s1"]) == []  # both held by others
+
+
 def test_the_queue_is_built_once_from_the_decisions_so_far(url):
     store = ReviewStore(url)
     store.record_decision("r", "s1", "keep", 0, "ann")

@@ -60,7 +60,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,8 @@ CHUNK = 500
 # Cards a claim looks at per round; more than one so a PostgreSQL claimer that finds the first
 # cards locked by others moves on without another scan.
 SCAN = 16
+# ... and when a filter leaves some out: rows are cheap, rounds are not.
+FILTER_SCAN = 1000
 _WRITE = "dynacor_write"
 _SCHEMA_LOCK = 7_331_113  # PostgreSQL advisory lock id: one process creates the tables at a time
 
@@ -399,12 +401,17 @@ class ReviewStore:
         n: int = 1,
         ttl_s: float = LEASE_TTL_S,
         now: float | None = None,
+        among: Collection[object] | None = None,
+        passed: Collection[object] = (),
     ) -> list[str]:
         """The next ``n`` cards of the run's queue for ``annotator``, leased to them for ``ttl_s``
         seconds (module docstring): first the cards they already hold, then the first cards in
         queue order that are undecided, that they have not voted on, and whose review slots are
-        not all held by others. Fewer than ``n`` (or none) when the queue has no more. ``now``:
-        the clock (tests). Needs `set_queue` first."""
+        not all held by others. Fewer than ``n`` (or none) when the queue has no more.
+
+        ``among``: only these cards (a filtered view of the queue; None: all); ``passed``: never
+        these (cards the annotator skipped). Cards they hold outside ``among`` or in ``passed``
+        are given back. ``now``: the clock (tests). Needs `set_queue` first."""
         if not annotator:
             raise InputError(
                 "review", "annotator", "a name (leases are per annotator)", repr(annotator)
@@ -414,6 +421,12 @@ class ReviewStore:
         now = time.time() if now is None else float(now)
         expires = now + float(ttl_s)
         q, leases = review_queue, review_leases
+        wanted = None if among is None else {str(s) for s in among}
+        skipped = {str(s) for s in passed}
+
+        def allowed(sample: str) -> bool:
+            return sample not in skipped and (wanted is None or sample in wanted)
+
         with self._writing() as conn:
             # Read, not locked: claims of one run must not queue behind each other here.
             info = conn.execute(
@@ -434,8 +447,9 @@ class ReviewStore:
                 .where(q.c.run == run, leases.c.annotator == annotator, leases.c.expires > now)
                 .order_by(q.c.rank)
             ).all()
-            gone = [s for s, ok in held if not ok]  # decided meanwhile (a bulk action, an admin)
-            mine = [s for s, ok in held if ok]
+            # Decided meanwhile (a bulk action, an admin), or no longer asked for.
+            gone = [s for s, ok in held if not (ok and allowed(s))]
+            mine = [s for s, ok in held if ok and allowed(s)]
             for chunk in _chunks(gone):
                 conn.execute(leases.delete().where(leases.c.run == run, leases.c.annotator == annotator,
                                                    leases.c.sample.in_(chunk)))  # fmt: skip
@@ -461,13 +475,13 @@ class ReviewStore:
                         ~mine_already,
                     )
                     .order_by(q.c.rank)
-                    .limit(n - len(mine) + SCAN)
+                    .limit(n - len(mine) + (SCAN if wanted is None and not skipped else FILTER_SCAN))
                 ).all()
                 if not candidates:
                     break
                 after = candidates[-1].rank
                 for sample, _rank in candidates:
-                    if self._take(conn, run, sample, annotator, now, expires, available):
+                    if allowed(sample) and self._take(conn, run, sample, annotator, now, expires, available):
                         mine.append(sample)
                         if len(mine) == n:
                             break
