@@ -326,3 +326,41 @@ def test_a_trusted_proxy_header_signs_in_without_the_provider(team):
         expect(page.get_by_role("button", name="Start run")).to_be_visible(timeout=TIMEOUT_MS)
         expect(page.get_by_role("button", name="Sign out")).to_have_count(0)  # the proxy signs out
         browser.close()
+
+
+def test_double_review_gives_each_card_to_both_and_the_team_page_shows_their_agreement(team):
+    """Last in this module: it switches the run to double review. Both annotators get the same
+    cards (two slots each), vote, and the Team page reports their agreement."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, tmp = team
+    store = ReviewStore(f"sqlite:///{tmp / 'reviews.sqlite'}")
+    run = runstore.run_id(tmp / "runs" / RUN)
+    store.set_queue(run, flagged_sorted(runstore.load_samples(tmp / "runs" / RUN))["key"].tolist())
+    store.set_reviewers(run, 2)
+    before = store.votes(run)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        pages = {who: sign_in(browser, url, who) for who in ("ann", "lead")}
+        seen = {who: [] for who in pages}
+        for page in pages.values():
+            goto(page, url, "review")
+        for step in range(4):
+            for who, page in pages.items():
+                card = card_id(page)
+                seen[who].append(card)
+                page.locator("h1").first.click()
+                # they agree on the first three cards and differ on the last
+                page.keyboard.press("x" if who == "lead" and step == 3 else "k")
+                expect(page.locator("h4", has_text="id ").first).not_to_have_text(card, timeout=TIMEOUT_MS)
+        assert seen["ann"] == seen["lead"], seen  # double review: the same cards, in queue order
+        lead = pages["lead"]
+        goto(lead, url, "team")
+        expect(lead.get_by_text("double review, 2 annotators per card").first).to_be_visible(timeout=TIMEOUT_MS)
+        expect(lead.get_by_text("Fleiss' kappa")).to_be_visible(timeout=TIMEOUT_MS)
+        shot(lead, "team-agreement")
+        browser.close()
+    votes = store.votes(run)
+    new = votes[~votes.set_index(["sample", "annotator"]).index.isin(before.set_index(["sample", "annotator"]).index)]
+    assert len(new) == 8 and new.groupby("sample")["annotator"].nunique().eq(2).all()
+    assert store.queue_progress(run)["conflicts"] >= 1
