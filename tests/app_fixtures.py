@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dynacor.data.spec import SourceSpec, make_loader
-from dynacor.method.config import DynaCorConfig
+from dynacor.data.spec import SourceSpec
 from dynacor.runs.jobs import JobRunner
+from dynacor.runs.request import prepare
 from tests.conftest import make_blobs
 
 FAST = dict(epochs=5, encoder_epochs=2)
@@ -39,8 +39,8 @@ def write_features(folder: Path, n: int = 300, with_images: bool = True) -> Path
 def finished_run(runs_root: Path, data_dir: Path, name: str = "fixture-run", n: int = 300) -> Path:
     """Run the real engine (a second or two) on ``n`` samples and return the finished run directory."""
     features = write_features(data_dir, n=n)
-    spec = SourceSpec(kind="features", path=str(features))
-    job = JobRunner().start(runs_root / name, DynaCorConfig(**FAST), make_loader(spec), spec.to_dict())
+    request = prepare(SourceSpec(kind="features", path=str(features)), FAST, "fixture")  # as the Run page does
+    job = JobRunner().start(runs_root / name, request.config, request.loader, request.source)
     assert job.wait(120), "the fixture run did not finish"
     state = job.snapshot()
     assert state.status == "finished", state.error

@@ -253,6 +253,29 @@ def test_export_page_offers_csv_and_parquet_with_a_summary(env):
     assert "Precision of the flags, measured" in texts(at)  # the relabel counts as a true error
 
 
+def test_export_page_reruns_on_the_cleaned_labels(env):
+    """The loop closed from the app: a new run of the same data with the review's labels."""
+    from pages._common import job_runner
+
+    if job_runner().job is not None:
+        assert job_runner().job.wait(120)  # one run at a time per server
+    store = ReviewStore(runs_root=env)
+    store.record_decision(run_key(env), 1001, "relabel", 2, "ann")
+    store.record_decision(run_key(env), 1002, "remove", None, "ann")
+    at = open_page("export", current_run=RUN)
+    at.button(key="rerun_cleaned").click().run()
+    no_exception(at)
+    job = job_runner().job
+    assert job is not None and job.wait(120)
+    assert job.snapshot().status == "finished", job.snapshot().error
+    rerun = runstore.load_samples(job.run_dir)
+    assert len(rerun) == 299 and "1002" not in set(rerun["id"].astype(str))
+    assert rerun.set_index(rerun["id"].astype(str)).loc["1001", "given_label"] == 2
+    source = runstore.read_run(job.run_dir)["source"]
+    assert source["labels_from_review"]["removed"] == 1 and source["labels_from_review"]["run_id"] == run_key(env)
+    assert runstore.read_config(job.run_dir)["config"]["epochs"] == runstore.read_config(env / RUN)["config"]["epochs"]
+
+
 def test_a_scratch_run_started_in_the_app_equals_the_cli_run(env, tmp_path):
     """One path from a request to a run: the same request from the Run page and from `detect`
     gives the same config (the scratch defaults included) and the same flags."""

@@ -91,21 +91,28 @@ def prepare_dynamics(args: argparse.Namespace) -> Prepared:
 
 def relabel_from_review(args: argparse.Namespace, request: Prepared) -> None:
     """``--labels-from-review RUN_DIR``: the request's data gets the labels the review of RUN_DIR
-    decided (`dynacor.review.relabel.apply_review`). A feature file is relabelled here, so ids
-    that do not match write nothing; image sources are relabelled when the worker has read them."""
-    from dynacor.cli.export import load_reviewed_run
-    from dynacor.review.export import final_labels
-    from dynacor.review.relabel import apply_review
-
+    decided (see `relabel_request`)."""
     if getattr(args, "dynamics", None):
         raise InputError("command line", "--labels-from-review", "used with a data source, not --dynamics "
                          "(recorded dynamics were trained on their own labels)", "--dynamics")  # fmt: skip
     if request.config.noise is not None:
         raise InputError("command line", "--noise", "unset with --labels-from-review (the review's labels are the "
                          "labels to judge)", repr(request.config.noise))  # fmt: skip
-    run = load_reviewed_run(args.labels_from_review, args.review_db)
+    relabel_request(request, args.labels_from_review, args.review_db, read_now=bool(getattr(args, "features", None)))
+
+
+def relabel_request(request: Prepared, reviewed: str | Path, review_db: str | None = None, read_now: bool = False) -> None:
+    """Give ``request``'s data the labels the review of the run ``reviewed`` decided
+    (`dynacor.review.relabel.apply_review`: accepted and relabelled classes, removed samples left
+    out). ``read_now``: the data is already read (a feature file), so ids that do not match raise
+    here and nothing is written; image sources are relabelled when the worker has read them."""
+    from dynacor.cli.export import load_reviewed_run
+    from dynacor.review.export import final_labels
+    from dynacor.review.relabel import apply_review
+
+    run = load_reviewed_run(reviewed, review_db)
     final = final_labels(run.samples, run.latest)
-    where = str(args.labels_from_review)
+    where = str(reviewed)
     inner = request.loader
 
     recorded = {"run": where, "run_id": run.run_id, "decisions": int(len(run.latest))}
@@ -115,12 +122,29 @@ def relabel_from_review(args: argparse.Namespace, request: Prepared) -> None:
         data.source["labels_from_review"] = {**recorded, **counts}
         return data
 
-    if getattr(args, "features", None):  # already read by `prepare`: check the ids now
+    if read_now:
         data = loader(lambda event: None, lambda: False)
         request.loader = lambda on_event, should_stop: data
     else:
         request.loader = loader
     request.source["labels_from_review"] = recorded
+
+
+def rerun_request(reviewed: str | Path, review_db: str | None = None, file: str = "re-run") -> Prepared:
+    """A new run of the data the run ``reviewed`` was made from, with its settings (synthetic
+    noise off) and the labels its review decided. Raises `InputError` for a run whose data source
+    cannot be read again (recorded dynamics)."""
+    from dynacor.data.spec import SourceSpec
+
+    saved = runstore.read_config(reviewed)
+    spec = (saved.get("source") or {}).get("spec")
+    if not spec:
+        raise InputError(Path(reviewed) / "config.json", "source.spec", "the data source of a run made from "
+                         "images or features (recorded dynamics were trained on their own labels)", "none")  # fmt: skip
+    user = {**saved.get("config", {}), "noise": None}
+    request = prepare(SourceSpec.from_dict(spec), user, file)
+    relabel_request(request, reviewed, review_db, read_now=spec.get("kind") == "features")
+    return request
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
