@@ -2,6 +2,13 @@
 
     python benchmarks/app_speed.py review [--samples 50000]
     python benchmarks/app_speed.py umap [--points 55000]
+    python benchmarks/app_speed.py run --run RUN_DIR       # a real run, e.g. benchmarks/scale.py's 1M
+
+`run` opens a finished run's Clusters page twice in fresh sessions (the first computes and
+caches the map with the run if it is not cached yet; the second is what a user opening the page
+gets), then times review actions on the Review page, in Python (the card's own work: the decision,
+the next claim, the queue's counts: what a click reruns in a browser, where the card is a
+fragment) and through AppTest (the whole page rerun, the quality header included).
 
 `review` fakes a finished run directory (samples table only) and times, per action, the store
 write (committed) plus the queue recompute and the next card's row, in Python and through the
@@ -60,14 +67,14 @@ def bench_review(n: int, actions: int = 30) -> None:
         flagged = review.flagged_sorted(samples)
         # A review well under way: 5,000 earlier decisions in the store.
         store.record_decisions(key, [{"sample": k, "decision": "keep", "label": 0} for k in flagged["key"].iloc[-5000:]])
+        store.set_queue(key, flagged["key"].tolist())
         times = []
-        card = review.queue(flagged, store.latest_decisions(key)).iloc[0]
+        card = store.claim_next(key, "bench")[0]
         for _ in range(actions):
             t = time.perf_counter()
-            store.record_decision(key, card["key"], "accept", int(card["suggested_label"]), "bench")
-            card = review.queue(flagged, store.latest_decisions(key)).iloc[0]
+            card = card_action(store, key, flagged, card)
             times.append(1000 * (time.perf_counter() - t))
-        print(f"{n:,} samples, {len(flagged):,} flagged: store write + queue recompute + next card: "
+        print(f"{n:,} samples, {len(flagged):,} flagged: decision + next claim + queue counts + next row: "
               f"median {statistics.median(times):.1f} ms, max {max(times):.1f} ms (Python)")  # fmt: skip
 
         from streamlit.testing.v1 import AppTest
@@ -87,6 +94,64 @@ def bench_review(n: int, actions: int = 30) -> None:
               f"median {statistics.median(page_times):.0f} ms, max {max(page_times):.0f} ms")  # fmt: skip
 
 
+def card_action(store, key: str, flagged, card: str) -> str:
+    """What a click on the Review page's card does: record, claim the next card, count, find its row."""
+    row = flagged.loc[flagged["key"] == card].iloc[0]
+    store.record_decision(key, card, "accept", int(row["suggested_label"]), "bench")
+    nxt = store.claim_next(key, "bench")[0]
+    store.queue_progress(key)
+    flagged.loc[flagged["key"] == nxt].iloc[0]
+    return nxt
+
+
+def bench_run(run: Path, actions: int = 30) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from dynacor import review
+    from dynacor.review.store import ReviewStore
+    from dynacor.runs import store as runstore
+
+    run = run.resolve()
+    os.environ["DYNACOR_RUNS"] = str(run.parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["DYNACOR_REVIEW_DB"] = f"sqlite:///{Path(tmp) / 'reviews.sqlite'}"
+        for attempt in ("first (map computed unless cached)", "second (map cached)"):
+            t = time.perf_counter()
+            at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=1800)
+            at.session_state["current_run"] = run.name
+            at.switch_page("pages/clusters.py").run()
+            assert not at.exception, at.exception
+            print(f"Clusters page, {attempt}: {time.perf_counter() - t:.1f} s")
+        samples = runstore.load_samples(run)
+        flagged = review.flagged_sorted(samples)
+        store = ReviewStore(os.environ["DYNACOR_REVIEW_DB"])
+        key = runstore.run_id(run)
+        t = time.perf_counter()
+        store.set_queue(key, flagged["key"].tolist())
+        print(f"{len(samples):,} samples, {len(flagged):,} flagged: queue stored once in {time.perf_counter() - t:.1f} s")
+        store.record_decisions(key, [{"sample": k, "decision": "keep", "label": 0} for k in flagged["key"].iloc[-5000:]])
+        card = store.claim_next(key, "bench")[0]
+        times = []
+        for _ in range(actions):
+            t = time.perf_counter()
+            card = card_action(store, key, flagged, card)
+            times.append(1000 * (time.perf_counter() - t))
+        print(f"card action (decision + next claim + counts + row): median {statistics.median(times):.1f} ms, "
+              f"max {max(times):.1f} ms")  # fmt: skip
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+        at.session_state["current_run"] = run.name
+        at.session_state["annotator"] = "bench2"
+        at.switch_page("pages/review.py").run()
+        page_times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            at.button(key="act_keep").click().run()
+            page_times.append(1000 * (time.perf_counter() - t))
+        assert not at.exception, at.exception
+        print(f"Review page, whole rerun in AppTest (quality header included): median "
+              f"{statistics.median(page_times):.0f} ms, max {max(page_times):.0f} ms")  # fmt: skip
+
+
 def bench_umap(points: int) -> None:
     from dynacor.runs.umap_map import embed
 
@@ -101,8 +166,12 @@ def bench_umap(points: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["review", "umap"])
+    parser.add_argument("what", choices=["review", "umap", "run"])
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--points", type=int, default=55_000)
+    parser.add_argument("--run", type=Path, help="a finished run directory (for 'run')")
     args = parser.parse_args()
-    bench_review(args.samples) if args.what == "review" else bench_umap(args.points)
+    if args.what == "run":
+        bench_run(args.run)
+    else:
+        bench_review(args.samples) if args.what == "review" else bench_umap(args.points)
