@@ -77,21 +77,28 @@ def bench_review(n: int, actions: int = 30) -> None:
         print(f"{n:,} samples, {len(flagged):,} flagged: decision + next claim + queue counts + next row: "
               f"median {statistics.median(times):.1f} ms, max {max(times):.1f} ms (Python)")  # fmt: skip
 
-        from streamlit.testing.v1 import AppTest
 
         os.environ["DYNACOR_RUNS"] = str(root)
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-        at.session_state["current_run"] = name
-        at.session_state["annotator"] = "bench"
-        at.switch_page("pages/review.py").run()
-        page_times = []
-        for _ in range(10):
-            t = time.perf_counter()
-            at.button(key="act_keep").click().run()
-            page_times.append(1000 * (time.perf_counter() - t))
-        assert not at.exception, at.exception
-        print(f"Review page, click 'Keep label' -> next card rendered (AppTest, whole page rerun): "
-              f"median {statistics.median(page_times):.0f} ms, max {max(page_times):.0f} ms")  # fmt: skip
+        page_actions(name, "bench", 10)
+
+
+def page_actions(run_name: str, annotator: str, actions: int) -> None:
+    """Click 'Keep label' on the real Review page ``actions`` times (AppTest: the whole page
+    reruns, the quality header included, where a browser reruns only the card)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.session_state["current_run"] = run_name
+    at.session_state["annotator"] = annotator
+    at.switch_page("pages/review.py").run()
+    page_times = []
+    for _ in range(actions):
+        t = time.perf_counter()
+        at.button(key="act_keep").click().run()
+        page_times.append(1000 * (time.perf_counter() - t))
+    assert not at.exception, at.exception
+    print(f"Review page, click 'Keep label' -> next card rendered (AppTest, whole page rerun): "
+          f"median {statistics.median(page_times):.0f} ms, max {max(page_times):.0f} ms")  # fmt: skip
 
 
 def card_action(store, key: str, flagged, card: str) -> str:
@@ -138,18 +145,7 @@ def bench_run(run: Path, actions: int = 30) -> None:
             times.append(1000 * (time.perf_counter() - t))
         print(f"card action (decision + next claim + counts + row): median {statistics.median(times):.1f} ms, "
               f"max {max(times):.1f} ms")  # fmt: skip
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-        at.session_state["current_run"] = run.name
-        at.session_state["annotator"] = "bench2"
-        at.switch_page("pages/review.py").run()
-        page_times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            at.button(key="act_keep").click().run()
-            page_times.append(1000 * (time.perf_counter() - t))
-        assert not at.exception, at.exception
-        print(f"Review page, whole rerun in AppTest (quality header included): median "
-              f"{statistics.median(page_times):.0f} ms, max {max(page_times):.0f} ms")  # fmt: skip
+        page_actions(run.name, "bench2", 5)
 
 
 def bench_umap(points: int) -> None:

@@ -15,11 +15,11 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from dynacor import review
-from dynacor.errors import CorruptError, MissingError
+from dynacor.errors import CorruptError, DynacorError, MissingError
 from dynacor.review.store import ReviewStore, default_url
 from dynacor.runs import store as runstore
 from dynacor.runs import view as runview
-from dynacor.runs.jobs import JobRunner
+from dynacor.runs.jobs import JobBusy, JobRunner
 
 PAGES = {
     "run": "pages/run.py",
@@ -153,6 +153,23 @@ def flagged(name: str):
     """Flagged samples of the run, most confidently noisy first (cached per run)."""
     d = run_dir(name)
     return _flagged(str(d), _mtime(d / "samples.parquet"))
+
+
+def start_run(make_request, label: str) -> None:
+    """Start the run that ``make_request()`` prepares (a `dynacor.runs.request.Prepared`) in a new
+    run folder named after ``label``, then follow it on the Training page; what stops it (bad
+    input, a run already working) is said on the page."""
+    try:
+        request = make_request()
+        name = runview.new_run_name(runs_root(), label)
+        job_runner().start(runs_root() / name, request.config, request.loader, request.source)
+    except JobBusy as exc:
+        st.warning(f"A run is already working: {exc}. One run at a time per app server.")
+    except (DynacorError, ValueError, OSError) as exc:
+        st.error(str(exc))
+    else:
+        st.session_state["current_run"] = name
+        st.switch_page(PAGES["training"])
 
 
 def shared_queue(name: str) -> str:

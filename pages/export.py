@@ -12,26 +12,22 @@ import streamlit as st
 from dynacor import review
 from dynacor.cli.detect import rerun_request
 from dynacor.cli.export import CONFIG_FILE, TASKS_FILE, ReviewedRun, image_files, run_points
-from dynacor.errors import DynacorError, InputError, MissingError
+from dynacor.errors import InputError, MissingError
 from dynacor.review import exports
 from dynacor.runs import store as runstore
-from dynacor.runs import view as runview
-from dynacor.runs.jobs import JobBusy
 from pages._auth import current, require
 from pages._common import (
-    PAGES,
     audit_cards,
     class_names,
-    job_runner,
     pick_finished_run,
     require_router,
     review_key,
     review_store,
     run_dir,
     run_info,
-    runs_root,
     safe,
     samples,
+    start_run,
 )
 
 require_router()  # before anything is drawn: see pages/_common.py
@@ -130,17 +126,7 @@ st.caption("A new run of the same data with the labels this review decided (acce
            "missed shows up there. The same as `dynacor detect ... --labels-from-review RUN_DIR`.")  # fmt: skip
 if st.button("Re-run on the cleaned labels", key="rerun_cleaned", disabled=not (can_start and spec_known),
              help=None if spec_known else "Runs from recorded dynamics cannot be re-run here."):  # fmt: skip
-    try:
-        request = rerun_request(run_dir(name), review_db=None, file="Export page")
-        new_name = runview.new_run_name(runs_root(), "reviewed")
-        job_runner().start(runs_root() / new_name, request.config, request.loader, request.source)
-    except JobBusy as exc:
-        st.warning(f"A run is already working: {exc}. One run at a time per app server.")
-    except (DynacorError, ValueError, OSError) as exc:
-        st.error(str(exc))
-    else:
-        st.session_state["current_run"] = new_name
-        st.switch_page(PAGES["training"])
+    start_run(lambda: rerun_request(run_dir(name), review_db=None, file="Export page"), "reviewed")
 
 st.subheader("Decisions per class")
 summary = review.summary_per_class(export)

@@ -6,13 +6,11 @@ import streamlit as st
 
 from dynacor.data.backbones import BACKBONES
 from dynacor.data.spec import SOURCES, SourceSpec
-from dynacor.errors import DynacorError
 from dynacor.method.config import CLASSIFIERS, DynaCorConfig
 from dynacor.runs import view as runview
-from dynacor.runs.jobs import JobBusy
 from dynacor.runs.request import SCRATCH_DEFAULTS, prepare
 from pages._auth import current
-from pages._common import PAGES, job_runner, require_router, runs_root
+from pages._common import PAGES, job_runner, require_router, runs_root, start_run
 
 require_router()  # before anything is drawn: see pages/_common.py
 
@@ -86,28 +84,20 @@ if who.can("start"):  # annotators see the runs, not the form
                                          placeholder=f"{DEFAULTS.encoder_epochs}")  # fmt: skip
         start = st.form_submit_button("Start run", type="primary")
 
-    if start:
+    def request_from_form():  # noqa: ANN202
         want = SOURCES[kind][1]
-        try:
-            resolved = runview.resolve_data_path(path, runview.data_roots(), want) if want else None
-            spec = SourceSpec(kind=kind, path=str(resolved) if resolved else None, labels_key=labels_key or "labels",
-                              backbone=backbone, sample_per_class=int(per_class))  # fmt: skip
-            noise = None if noise_kind == "none" else f"{noise_kind}:{noise_rate:g}"
-            user = {"seed": int(seed), "noise": noise, "gamma": gamma, "alpha": alpha,
-                    "classifier": None if classifier == "default" else classifier,
-                    "epochs": None if epochs is None else int(epochs),
-                    "encoder_epochs": None if encoder_epochs is None else int(encoder_epochs)}  # fmt: skip
-            request = prepare(spec, user, "Run page")
-            root = runs_root()
-            name = runview.new_run_name(root, kind)
-            runner.start(root / name, request.config, request.loader, request.source)
-        except JobBusy as exc:
-            st.warning(f"A run is already working: {exc}. One run at a time per app server.")
-        except (DynacorError, ValueError, OSError) as exc:
-            st.error(str(exc))
-        else:
-            st.session_state["current_run"] = name
-            st.switch_page(PAGES["training"])
+        resolved = runview.resolve_data_path(path, runview.data_roots(), want) if want else None
+        spec = SourceSpec(kind=kind, path=str(resolved) if resolved else None, labels_key=labels_key or "labels",
+                          backbone=backbone, sample_per_class=int(per_class))  # fmt: skip
+        noise = None if noise_kind == "none" else f"{noise_kind}:{noise_rate:g}"
+        user = {"seed": int(seed), "noise": noise, "gamma": gamma, "alpha": alpha,
+                "classifier": None if classifier == "default" else classifier,
+                "epochs": None if epochs is None else int(epochs),
+                "encoder_epochs": None if encoder_epochs is None else int(encoder_epochs)}  # fmt: skip
+        return prepare(spec, user, "Run page")
+
+    if start:
+        start_run(request_from_form, kind)
 
 st.subheader("Past runs")
 table = runview.runs_table(runs_root())

@@ -196,25 +196,34 @@ def test_annotator_reviews_under_the_signed_in_identity_and_cannot_start(team):
         browser.close()
 
 
+def review_in_turns(pages: dict, url: str, steps: list[dict[str, str]]) -> dict[str, list[str]]:
+    """Each signed-in page opens the Review page; at every step each in turn presses its key on
+    the card it shows and waits for the next. Returns the cards each saw, in order."""
+    from playwright.sync_api import expect
+
+    seen = {who: [] for who in pages}
+    for page in pages.values():
+        goto(page, url, "review")
+    for keys in steps:
+        for who, page in pages.items():
+            card = card_id(page)
+            seen[who].append(card)
+            page.locator("h1").first.click()
+            page.keyboard.press(keys[who])
+            expect(page.locator("h4", has_text="id ").first).not_to_have_text(card, timeout=TIMEOUT_MS)
+    return seen
+
+
 def test_two_annotators_never_get_the_same_card(team):
     """Two people on one run's Review page, each in their own browser: every card either of them
     sees is leased to them alone, and the decisions split the queue."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     url, tmp = team
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         pages = {who: sign_in(browser, url, who) for who in ("ann", "lead")}
-        seen = {who: [] for who in pages}
-        for page in pages.values():
-            goto(page, url, "review")
-        for _ in range(3):
-            for who, page in pages.items():
-                card = card_id(page)
-                seen[who].append(card)
-                page.locator("h1").first.click()
-                page.keyboard.press("k")
-                expect(page.locator("h4", has_text="id ").first).not_to_have_text(card, timeout=TIMEOUT_MS)
+        seen = review_in_turns(pages, url, [{"ann": "k", "lead": "k"}] * 3)
         for who, page in pages.items():
             seen[who].append(card_id(page))  # the card each holds now
         browser.close()
@@ -342,17 +351,8 @@ def test_double_review_gives_each_card_to_both_and_the_team_page_shows_their_agr
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         pages = {who: sign_in(browser, url, who) for who in ("ann", "lead")}
-        seen = {who: [] for who in pages}
-        for page in pages.values():
-            goto(page, url, "review")
-        for step in range(4):
-            for who, page in pages.items():
-                card = card_id(page)
-                seen[who].append(card)
-                page.locator("h1").first.click()
-                # they agree on the first three cards and differ on the last
-                page.keyboard.press("x" if who == "lead" and step == 3 else "k")
-                expect(page.locator("h4", has_text="id ").first).not_to_have_text(card, timeout=TIMEOUT_MS)
+        # they agree on the first three cards and differ on the last
+        seen = review_in_turns(pages, url, [{"ann": "k", "lead": "k"}] * 3 + [{"ann": "k", "lead": "x"}])
         assert seen["ann"] == seen["lead"], seen  # double review: the same cards, in queue order
         lead = pages["lead"]
         goto(lead, url, "team")
