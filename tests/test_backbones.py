@@ -55,6 +55,25 @@ def test_effnet_matches_the_dev_feature_file(effnet, sample6) -> None:
     assert np.abs(feats["flip"].astype(np.float32) - ref_aug).max() < 0.01
 
 
+def test_effnet_pixels_normalised_on_the_device_are_the_float_recipe_bit_for_bit() -> None:
+    """Workers ship uint8 pixels and the backbone normalises them: the same float32 values as the
+    recipe computed on the CPU in one go (bicubic resize, /255, mean 0.5, std 0.5)."""
+    from PIL import Image
+
+    from dynacor.data.backbones import effnet_normalise, effnet_preprocess
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        h, w = rng.integers(8, 300, 2)
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        recipe = np.asarray(image.resize((224, 224), Image.BICUBIC), dtype=np.float32) * (1.0 / 255.0)
+        expected = torch.from_numpy((recipe - 0.5) / 0.5).permute(2, 0, 1)
+        pixels = effnet_preprocess(image)
+        assert pixels.dtype == torch.uint8 and pixels.shape == (3, 224, 224)
+        assert torch.equal(effnet_normalise(pixels[None])[0], expected)
+        assert torch.equal(effnet_normalise(torch.flip(pixels, dims=[-1])), torch.flip(expected, dims=[-1]))
+
+
 def test_extraction_can_be_cancelled(effnet, sample6) -> None:
     with pytest.raises(Cancelled, match="after 2 of 6"):
         extract_features(sample6, effnet, batch_size=2, should_stop=lambda: True)

@@ -54,8 +54,9 @@ class Backbone:
     ----------
     name : ``effnet-lite0`` or ``clip``
     model : the torch module, in eval mode, on ``device``
-    preprocess : PIL RGB image -> (3, H, W) float32 tensor
-    embed : (B, 3, H, W) float32 tensor -> (B, D) float tensor
+    preprocess : PIL RGB image -> (3, H, W) tensor: what ``embed`` takes (effnet-lite0: uint8
+        pixels, normalised inside ``embed`` on the device; CLIP: float32, normalised)
+    embed : (B, 3, H, W) tensor from ``preprocess`` -> (B, D) float tensor
     dim : D
     device : where ``model`` runs
     identity : what determines the features (backbone, model, pretrained tag, recipe version);
@@ -129,10 +130,17 @@ def effnet_weights_file() -> str:
 
 
 def effnet_preprocess(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, 224, 224) float32: bicubic resize, [0, 1], then mean 0.5 / std 0.5."""
+    """RGB PIL image -> (3, 224, 224) uint8: the bicubic resize. `effnet_normalise` does the rest
+    where the backbone runs, so decoding workers ship a quarter of the bytes (a GPU was starved by
+    the float32 copies) and the accelerator does the arithmetic."""
     resized = image.convert("RGB").resize((224, 224), Image.BICUBIC)
-    arr = np.asarray(resized, dtype=np.float32) * (1.0 / 255.0)
-    return torch.from_numpy((arr - 0.5) / 0.5).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def effnet_normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) uint8 -> float32 in [-1, 1]: [0, 1], then mean 0.5 / std 0.5 (the same
+    float32 operations in the same order as on the CPU before, so the same bits)."""
+    return (pixels.float() * (1.0 / 255.0) - 0.5) / 0.5
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -184,6 +192,8 @@ def _load_effnet(weights: str | os.PathLike[str] | None, device: torch.device) -
         model = model.to(memory_format=torch.channels_last)
 
     def embed(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:  # pixels from `effnet_preprocess`
+            x = effnet_normalise(x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return model.forward_head(model.forward_features(x), pre_logits=True)
@@ -298,7 +308,7 @@ def default_batch_size(device: torch.device) -> int:
 def decode_views(
     image: Image.Image, preprocess: Callable[[Image.Image], torch.Tensor], views: Sequence[str], mirror_exact: bool
 ) -> torch.Tensor:
-    """One decoded image's views, preprocessed: (V, 3, H, W) float32.
+    """One decoded image's views, preprocessed: (V, 3, H, W), of ``preprocess``'s dtype.
 
     The image is decoded once for all views. When ``mirror_exact`` (the preprocessing commutes
     with a horizontal flip, e.g. a plain resize) the flip view is the preprocessed tensor
@@ -332,7 +342,7 @@ def read_views(
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """Item i -> ``(i, (V, 3, H, W) float32 or None, reason or None)``."""
+    """Item i -> ``(i, (V, 3, H, W) tensor or None, reason or None)``."""
 
     def __init__(self, dataset: Any, backbone: Backbone, views: Sequence[str]):
         self.dataset = dataset

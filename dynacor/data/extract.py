@@ -683,9 +683,8 @@ def _decode_on_ray(
 ) -> dict[str, np.ndarray]:
     """Ray task (GPU clusters): decode a batch of files into their (b, V, 3, H, W) views.
 
-    An unreadable file gets zeros and its reason. ``dtype`` float16 halves what travels to the
-    GPU actor when it runs under float16 autocast, whose first layer casts its input to float16
-    anyway (the features are the same).
+    An unreadable file gets zeros and its reason. ``dtype``: what travels to the GPU actor (uint8
+    pixels, or float16 views under autocast).
     """
     images = _PathImages(batch["path"])
     pixels = np.zeros((len(images), *shape), dtype=dtype)
@@ -819,11 +818,11 @@ def _run_on_ray(
     }
     if gpu_actors:
         size = min(batch_size or default_batch_size(torch.device("cuda")), plan.shard_size)
-        shape = tuple(
-            decode_views(
-                Image.new("RGB", (64, 48)), model.preprocess, views, model.mirror_exact
-            ).shape
-        )
+        probe = decode_views(Image.new("RGB", (64, 48)), model.preprocess, views, model.mirror_exact)
+        shape = tuple(probe.shape)
+        # uint8 pixels (normalised by the actor's backbone) travel as they are; float views as
+        # float16 under autocast, whose first layer casts its input to float16 anyway.
+        dtype = "uint8" if probe.dtype == torch.uint8 else ("float16" if amp else "float32")
         data = data.map_batches(
             _decode_on_ray,
             batch_size=size,
@@ -834,7 +833,7 @@ def _run_on_ray(
                 "views": views,
                 "mirror_exact": model.mirror_exact,
                 "shape": shape,
-                "dtype": "float16" if amp else "float32",
+                "dtype": dtype,
             },
         )
         data = data.map_batches(
