@@ -33,6 +33,7 @@ RUN = "team-run"
 ANN, LEAD = "ann@example.org", "lead@example.org"
 HEADER = "X-Forwarded-User"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+KEEP, REMOVE = "Keep label", "Remove sample"
 
 
 def register_client(provider: str, redirect_uri: str) -> dict:
@@ -196,20 +197,20 @@ def test_annotator_reviews_under_the_signed_in_identity_and_cannot_start(team):
         browser.close()
 
 
-def review_in_turns(pages: dict, url: str, steps: list[dict[str, str]]) -> dict[str, list[str]]:
-    """Each signed-in page opens the Review page; at every step each in turn presses its key on
-    the card it shows and waits for the next. Returns the cards each saw, in order."""
+def review_in_turns(pages: dict, url: str, steps: list[dict[str, str]], path: str = "review") -> dict[str, list[str]]:
+    """Each signed-in page opens the Review page; at every step each in turn clicks its button
+    ("Keep label", "Remove sample") on the card it shows and waits for the next. Returns the
+    cards each saw, in order. (The keyboard shortcuts have their own test above.)"""
     from playwright.sync_api import expect
 
     seen = {who: [] for who in pages}
     for page in pages.values():
-        goto(page, url, "review")
-    for keys in steps:
+        goto(page, url, path)
+    for buttons in steps:
         for who, page in pages.items():
             card = card_id(page)
             seen[who].append(card)
-            page.locator("h1").first.click()
-            page.keyboard.press(keys[who])
+            page.get_by_role("button", name=buttons[who]).first.click()
             expect(page.locator("h4", has_text="id ").first).not_to_have_text(card, timeout=TIMEOUT_MS)
     return seen
 
@@ -223,7 +224,7 @@ def test_two_annotators_never_get_the_same_card(team):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         pages = {who: sign_in(browser, url, who) for who in ("ann", "lead")}
-        seen = review_in_turns(pages, url, [{"ann": "k", "lead": "k"}] * 3)
+        seen = review_in_turns(pages, url, [{"ann": KEEP, "lead": KEEP}] * 3)
         for who, page in pages.items():
             seen[who].append(card_id(page))  # the card each holds now
         browser.close()
@@ -338,24 +339,26 @@ def test_a_trusted_proxy_header_signs_in_without_the_provider(team):
 
 
 def test_double_review_gives_each_card_to_both_and_the_team_page_shows_their_agreement(team):
-    """Last in this module: it switches the run to double review. Both annotators get the same
-    cards (two slots each), vote, and the Team page reports their agreement."""
+    """A run of its own in double review: both annotators get the same cards (two slots each),
+    vote, and the Team page reports their agreement."""
     from playwright.sync_api import expect, sync_playwright
 
     url, tmp = team
+    finished_run(tmp / "runs", tmp / "double-data", "double-run", n=300)
     store = ReviewStore(f"sqlite:///{tmp / 'reviews.sqlite'}")
-    run = runstore.run_id(tmp / "runs" / RUN)
-    store.set_queue(run, flagged_sorted(runstore.load_samples(tmp / "runs" / RUN))["key"].tolist())
+    run = runstore.run_id(tmp / "runs" / "double-run")
+    store.set_queue(run, flagged_sorted(runstore.load_samples(tmp / "runs" / "double-run"))["key"].tolist())
     store.set_reviewers(run, 2)
     before = store.votes(run)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         pages = {who: sign_in(browser, url, who) for who in ("ann", "lead")}
         # they agree on the first three cards and differ on the last
-        seen = review_in_turns(pages, url, [{"ann": "k", "lead": "k"}] * 3 + [{"ann": "k", "lead": "x"}])
+        seen = review_in_turns(pages, url, [{"ann": KEEP, "lead": KEEP}] * 3 + [{"ann": KEEP, "lead": REMOVE}],
+                               path="review?run=double-run")  # fmt: skip
         assert seen["ann"] == seen["lead"], seen  # double review: the same cards, in queue order
         lead = pages["lead"]
-        goto(lead, url, "team")
+        goto(lead, url, "team?run=double-run")
         expect(lead.get_by_text("double review, 2 annotators per card").first).to_be_visible(timeout=TIMEOUT_MS)
         expect(lead.get_by_text("Fleiss' kappa")).to_be_visible(timeout=TIMEOUT_MS)
         shot(lead, "team-agreement")
