@@ -124,6 +124,11 @@ def render() -> None:
             fig.update_yaxes(title_text="loss", secondary_y=False)
             fig.update_yaxes(title_text="V / F1", secondary_y=True)
             st.plotly_chart(fig, key="enc_chart")
+            if status == runstore.FINISHED and chosen == 0:
+                st.caption("The validation metric kept the encoder's initial state: its training did not "
+                           "separate the clusters better on this run. That is the rule on the dev benchmark "
+                           "(BENCHMARKS.md): the flags come from the initial projection and the centroid "
+                           "refinement.")  # fmt: skip
     if not enc.empty and "f1" in enc and enc["f1"].notna().any():
         last = enc.iloc[-1]
         st.caption(f"F1 at the last encoder epoch: {100 * last['f1']:.1f}%" + ("" if math.isnan(last.get("auroc", math.nan)) else f", AUROC {100 * last['auroc']:.1f}%"))

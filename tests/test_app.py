@@ -140,6 +140,8 @@ def test_training_page_shows_curves_and_failed_runs(env):
     no_exception(at)
     assert len(at.get("plotly_chart")) == 2
     assert any("flagged" in s.value for s in at.success)
+    kept_initial = runstore.read_run(env / RUN)["chosen_epoch"] == 0
+    assert ("kept the encoder's initial state" in texts(at)) == kept_initial  # said exactly when so
     bad = env / "broken-run"
     runstore.create_run(bad, {}, {"kind": "features", "path": "x.npz"})
     runstore.mark_failed(bad, "x.npz: field `labels` must be present, got nothing", "Traceback: boom")

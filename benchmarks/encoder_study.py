@@ -1,0 +1,79 @@
+"""Does training the encoder earn its place? (issue 10, item 7) A study on the dev file's tuning
+half only (benchmarks/estimates_data.py's split, seed 12345), never on the half reported.
+
+    python benchmarks/encoder_study.py [--seeds 0,1] [--variants default,no-train,lr=1e-4+last,...]
+
+Each variant is the default `DynaCorConfig` with some fields changed (``+`` joins changes;
+``last`` keeps the encoder's last state, so the trained representation is what clusters, where
+the validation metric may keep the initial one); prints one JSON line per
+(variant, setting, seed) and a table of F1 (%) per setting and the average. ``no-train`` keeps
+the encoder's initial state (``encoder_epochs=0`` is not allowed, so selection is pinned to the
+initial state) with the centroid refinement: what the learned representation adds is the
+difference to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from estimates_data import halves  # noqa: E402
+
+from dynacor.data.featurefile import load_features  # noqa: E402
+from dynacor.method.config import DynaCorConfig  # noqa: E402
+from dynacor.method.pipeline import run  # noqa: E402
+from dynacor.runs.bench import DEFAULT_SETTINGS, load_setting_arrays, setting_labels  # noqa: E402
+
+VARIANTS = {
+    "default": {},
+    "no-train": {"selection": "init"},
+    "lr=1e-4": {"encoder_lr": 1e-4},
+    "lr=1e-3": {"encoder_lr": 1e-3},
+    "last": {"selection": "last"},
+    "lr=1e-4+last": {"encoder_lr": 1e-4, "selection": "last"},
+    "lr=1e-4+epochs=30+last": {"encoder_lr": 1e-4, "encoder_epochs": 30, "selection": "last"},
+    "lr=1e-4+batch=256+last": {"encoder_lr": 1e-4, "encoder_batch_size": 256, "selection": "last"},
+    "lr=1e-3+last": {"encoder_lr": 1e-3, "selection": "last"},
+    "alpha=1+last": {"alpha": 1.0, "selection": "last"},
+}
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", default=str(ROOT.parent / "shared" / "data" / "cifar10_effl0_dev.npz"))
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    path = Path(args.features)
+    data = load_features(path, "labels", needs_clean=True)
+    settings = DEFAULT_SETTINGS.split(",")
+    extra = load_setting_arrays(path, settings, data)
+    keep = halves(data.num_samples)["tune"]
+    data = data.subset(keep)
+    extra = {k: v[keep] for k, v in extra.items()}
+    table: dict[str, dict[str, list[float]]] = {}
+    for variant in args.variants.split(","):
+        for setting in settings:
+            for seed in (int(s) for s in args.seeds.split(",")):
+                given = setting_labels(data, setting, seed, extra)
+                config = DynaCorConfig(seed=seed).replace(**VARIANTS[variant])
+                result = run(config, data.with_labels(given))
+                f1 = 100 * result.metrics["f1"]
+                table.setdefault(variant, {}).setdefault(setting, []).append(f1)
+                print(json.dumps({"variant": variant, "setting": setting, "seed": seed, "f1": round(f1, 2),
+                                  "chosen_epoch": result.chosen_epoch}), flush=True)  # fmt: skip
+    print("\n| variant | " + " | ".join(settings) + " | avg |")
+    print("|---|" + "---|" * (len(settings) + 1))
+    for variant, cells in table.items():
+        means = [float(np.mean(cells[s])) for s in settings]
+        print(f"| {variant} | " + " | ".join(f"{m:.1f}" for m in means) + f" | {np.mean(means):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
