@@ -149,19 +149,7 @@ def check_image(path: str | os.PathLike[str]) -> str | None:
     Decodes the whole file (a header check misses truncated files); JPEGs are decoded at reduced
     scale, which still reads every byte of the stream but is several times faster on large photos.
     """
-    try:
-        with Image.open(path) as im:
-            if im.format == "JPEG":
-                im.draft("RGB", (64, 64))
-            im.load()
-            if im.width < 1 or im.height < 1:
-                return "empty image"
-    except Image.DecompressionBombError as exc:
-        return f"too large ({exc})"
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncation.
-        return f"not a readable image ({type(exc).__name__}: {exc})"
-    return None
+    return _check(path, decode=True)
 
 
 def check_header(path: str | os.PathLike[str]) -> str | None:
@@ -170,13 +158,22 @@ def check_header(path: str | os.PathLike[str]) -> str | None:
     Reads only the first bytes: non-images, empty files and zero-size images are caught, a
     truncated or corrupt pixel stream is not (the decoder reports it when the image is used).
     """
+    return _check(path, decode=False)
+
+
+def _check(path: str | os.PathLike[str], decode: bool) -> str | None:
     try:
         with Image.open(path) as im:
+            if decode:
+                if im.format == "JPEG":
+                    im.draft("RGB", (64, 64))
+                im.load()
             if im.width < 1 or im.height < 1:
                 return "empty image"
     except Image.DecompressionBombError as exc:
         return f"too large ({exc})"
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncation.
         return f"not a readable image ({type(exc).__name__}: {exc})"
     return None
 
