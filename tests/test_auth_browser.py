@@ -11,11 +11,7 @@ Needs Debian's chromium at /usr/bin/chromium, the playwright and oidc-provider-m
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -25,7 +21,7 @@ from dynacor.review import flagged_sorted
 from dynacor.review.store import ReviewStore
 from dynacor.runs import store as runstore
 from tests.app_fixtures import finished_run, write_features
-from tests.test_browser import CHROMIUM, ROOT, TIMEOUT_MS, card_id, free_port, goto, shot
+from tests.test_browser import CHROMIUM, TIMEOUT_MS, card_id, free_port, goto, shot, streamlit_app
 
 pytestmark = pytest.mark.browser
 
@@ -101,42 +97,13 @@ def team(tmp_path_factory):
                 register_client(provider, redirect_uri),
             )
             env = {
-                **os.environ,
                 "DYNACOR_RUNS": str(tmp / "runs"),
                 "DYNACOR_DATA_ROOTS": str(tmp),
                 "DYNACOR_REVIEW_DB": f"sqlite:///{tmp / 'reviews.sqlite'}",
             }
-            log = open(tmp / "streamlit.log", "w")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                 "--server.port", str(port), "--server.address", "127.0.0.1",
-                 "--browser.gatherUsageStats", "false", "--secrets.files", str(tmp / "secrets.toml")],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            url = f"http://127.0.0.1:{port}"
-            try:
-                deadline = time.time() + 60
-                while time.time() < deadline:
-                    try:
-                        if (
-                            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read()
-                            == b"ok"
-                        ):
-                            break
-                    except OSError:
-                        time.sleep(0.5)
-                else:
-                    pytest.fail(
-                        f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}"
-                    )
+            secrets_file = ("--secrets.files", str(tmp / "secrets.toml"))
+            with streamlit_app(tmp, port, env, secrets_file) as url:
                 yield url, tmp
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                log.close()
 
 
 def sign_in(browser, url: str, sub: str):

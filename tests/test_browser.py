@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -46,37 +48,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run the browser test")
-    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    port = free_port()
-    env = {
-        **os.environ,
-        "DYNACOR_RUNS": str(tmp_path / "runs"),
-        "DYNACOR_DATA_ROOTS": os.pathsep.join([str(tmp_path), str(ROOT / "sample_data")]),
-        "DYNACOR_REVIEW_DB": f"sqlite:///{tmp_path / 'reviews.sqlite'}",
-    }
-    log = open(tmp_path / "streamlit.log", "w")
+@contextmanager
+def streamlit_app(folder: Path, port: int, env: dict[str, str], extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+    """`streamlit run app.py` on loopback ``port`` with ``env`` on top of this process's, its log
+    in ``folder``; yields the app's URL once healthy and stops it afterwards."""
+    log = open(folder / "streamlit.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", *extra_args],
+        cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
     try:
-        yield url, tmp_path
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"streamlit did not start: {(folder / 'streamlit.log').read_text()[-2000:]}")
+        yield url
     finally:
         proc.terminate()
         try:
@@ -84,6 +77,20 @@ def server(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run the browser test")
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    env = {
+        "DYNACOR_RUNS": str(tmp_path / "runs"),
+        "DYNACOR_DATA_ROOTS": os.pathsep.join([str(tmp_path), str(ROOT / "sample_data")]),
+        "DYNACOR_REVIEW_DB": f"sqlite:///{tmp_path / 'reviews.sqlite'}",
+    }
+    with streamlit_app(tmp_path, free_port(), env) as url:
+        yield url, tmp_path
 
 
 def shot(page, name: str) -> None:
