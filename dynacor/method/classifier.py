@@ -27,12 +27,14 @@ class HeadDynamics:
     late_probs : (N, C) float32 (float16 when N x C passes `LATE_PROBS_FLOAT32_LIMIT`), softmax of
         the originals averaged over the last ``late_epochs`` epochs
     epochs : one dict per epoch: loss, accuracy, test accuracy when a test split exists, seconds
+    predicted : (T, C) float32 or None, softmax of the trained head on `train_head`'s ``predict``
     """
 
     margins: np.ndarray
     prob_given: np.ndarray
     late_probs: np.ndarray
     epochs: list[dict] = field(default_factory=list)
+    predicted: np.ndarray | None = None
 
 
 # Above this many elements (1 GiB of float32) the late softmax sums are kept in float16: a million
@@ -125,6 +127,7 @@ def train_head(
     test: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    predict: np.ndarray | None = None,
 ) -> HeadDynamics:
     """Train the MLP head with SGD and record each sample's margin every epoch.
 
@@ -142,6 +145,8 @@ def train_head(
     test : optional (features (T, D), labels (T,)) for test accuracy per epoch
     on_epoch : called with each epoch's dict
     should_stop : polled every few batches; when it returns True, `Cancelled` is raised
+    predict : optional (T, D) float, rows to classify with the head after its last epoch (held-out
+        samples, for out-of-sample probabilities); training is the same with or without them
 
     Returns
     -------
@@ -218,7 +223,21 @@ def train_head(
         prob_given=prob_given.cpu().numpy(),
         late_probs=late_probs.cpu().numpy(),
         epochs=log,
+        predicted=None if predict is None else softmax_of(head, predict, device),
     )
+
+
+def softmax_of(head: nn.Module, features: np.ndarray, device: torch.device) -> np.ndarray:
+    """Softmax (T, C) float32 of ``head`` on features (T, D), in eval mode."""
+    was_training = head.training
+    head.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(features), 8192):
+            xb = torch.as_tensor(np.asarray(features[start : start + 8192]), dtype=torch.float32, device=device)
+            out.append(torch.softmax(head(xb), dim=1).cpu().numpy())
+    head.train(was_training)
+    return np.concatenate(out)
 
 
 def test_accuracy(head: nn.Module, features: np.ndarray, labels: np.ndarray, device: torch.device) -> float:
