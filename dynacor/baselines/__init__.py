@@ -6,11 +6,17 @@ Pure functions on arrays: each detector returns ``(flagged, score)`` (see `commo
 from dynacor.baselines.aum import aum, aum_from_margins, threshold_sets
 from dynacor.baselines.avg_gmm import avg_gmm
 from dynacor.baselines.ceiling import supervised_ceiling
-from dynacor.baselines.confident_learning import confident_learning, cross_val_probs
+from dynacor.baselines.confident_learning import (
+    confident_learning,
+    cross_val_probs,
+    cross_val_probs_head,
+    stratified_folds,
+)
 from dynacor.baselines.cores import cores, cores_beta, cores_sieve_terms
 from dynacor.baselines.simifeat import knn_votes, simifeat
 
 __all__ = [
     "aum", "aum_from_margins", "avg_gmm", "confident_learning", "cores", "cores_beta", "cores_sieve_terms",
-    "cross_val_probs", "knn_votes", "simifeat", "supervised_ceiling", "threshold_sets",
+    "cross_val_probs", "cross_val_probs_head", "knn_votes", "simifeat", "stratified_folds", "supervised_ceiling",
+    "threshold_sets",
 ]  # fmt: skip

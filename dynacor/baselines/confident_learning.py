@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
 
 # lbfgs iterations allowed per fold; see `cross_val_probs` for what convergence takes.
 MAX_ITER = 1000
@@ -50,6 +53,43 @@ def cross_val_probs(
         model = LogisticRegression(C=c, max_iter=max_iter)
         model.fit(scaler.transform(x[train]), y[train])
         probs[np.ix_(test, model.classes_)] = model.predict_proba(scaler.transform(x[test]))
+    return probs
+
+
+def cross_val_probs_head(
+    features: np.ndarray, labels: np.ndarray, num_classes: int, *, folds: int = 5, seed: int = 0,
+    head: dict[str, Any] | None = None, device: torch.device | str = "cpu",
+) -> np.ndarray:  # fmt: skip
+    """Out-of-sample predicted probabilities (N, C) of the MLP head DynaCor trains, cross-fitted.
+
+    Each test fold's probabilities are the softmax, after the last epoch, of a head trained by
+    `dynacor.method.classifier.train_head` (settings ``head``, default `head_settings()`) on the
+    other folds only, so no sample's probabilities come from a head that saw it. The folds are
+    those of `cross_val_probs` for the same ``seed``; each fold's head is seeded from ``seed``.
+
+    Parameters
+    ----------
+    features : (N, D) float
+    labels : (N,) int given labels in [0, C)
+    num_classes : C
+    head : `train_head` settings (epochs, lr, ...)
+
+    Returns
+    -------
+    probs : (N, C) float64, each row sums to 1
+    """
+    from dynacor.baselines.common import head_settings, torch_generator
+    from dynacor.method.classifier import train_head
+
+    settings = {**head_settings(), **(head or {})}
+    y = np.asarray(labels, dtype=np.int64)
+    probs = np.zeros((y.shape[0], num_classes), dtype=np.float64)
+    splits = stratified_folds(y, num_classes, folds, seed)
+    fold_seeds = np.random.SeedSequence(seed).spawn(len(splits))
+    for (train, test), fold_seed in zip(splits, fold_seeds, strict=True):
+        dyn = train_head(features[train], y[train], num_classes, generator=torch_generator(fold_seed),
+                         device=device, predict=features[test], **settings)  # fmt: skip
+        probs[test] = dyn.predicted
     return probs
 
 

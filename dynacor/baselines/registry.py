@@ -35,7 +35,8 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("dynacor", "DynaCor: corrupted copies, training dynamics, clustering (the default)"),
         Method("aum", "area under the margin with threshold samples (Pleiss et al., 2020)"),
-        Method("cl", "confident learning through cleanlab on cross-validated probabilities"),
+        Method("cl", "confident learning (cleanlab), 5-fold logistic-regression probabilities"),
+        Method("cl-mlp", "confident learning (cleanlab) on DynaCor's MLP head, 5-fold cross-fitted"),
         Method("avg-gmm", "two-component GMM on each sample's mean margin"),
         Method("simifeat", "k-NN label voting in feature space (SimiFeat-V)"),
         Method("simifeat-r", "k-NN label voting, per-class ranking (SimiFeat-R)"),
@@ -74,7 +75,14 @@ def run_method(
     seconds : wall time of the method (noise excluded)
     extra : method-specific: ``result`` (DynaCor's `Result`), ``given_labels``, AUM thresholds, ...
     """
-    from dynacor.baselines import aum, avg_gmm, confident_learning, cores, simifeat
+    from dynacor.baselines import (
+        aum,
+        avg_gmm,
+        confident_learning,
+        cores,
+        cross_val_probs_head,
+        simifeat,
+    )
     from dynacor.baselines.common import head_settings, torch_generator
     from dynacor.method.device import pick_device, set_threads
     from dynacor.method.noise import synthetic_labels
@@ -117,6 +125,10 @@ def run_method(
         extra.update(info)
     elif method == "cl":
         flagged, score = confident_learning(data.features, labels, n_classes, seed=seed)
+    elif method == "cl-mlp":
+        probs = cross_val_probs_head(data.features, labels, n_classes, seed=seed,
+                                     head=head_settings(config), device=device)  # fmt: skip
+        flagged, score = confident_learning(data.features, labels, n_classes, pred_probs=probs)
     elif method in ("simifeat", "simifeat-r"):
         flagged, score = simifeat(data.features, labels, n_classes, features_aug=data.features_aug,
                                   mode="vote" if method == "simifeat" else "rank")  # fmt: skip
