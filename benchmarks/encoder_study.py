@@ -1,5 +1,5 @@
 """Does training the encoder earn its place? (issue 10, item 7) A study on the dev file's tuning
-half only (benchmarks/estimates_data.py's split, seed 12345), never on the half reported.
+half only (`dynacor.runs.bench.split_halves`, seed 12345), never on the half reported.
 
     python benchmarks/encoder_study.py [--seeds 0,1] [--variants default,no-train,lr=1e-4+last,...]
 
@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from dynacor.data.featurefile import load_features
+from dynacor.method.config import DynaCorConfig
+from dynacor.method.pipeline import run
+from dynacor.runs.bench import DEFAULT_SETTINGS, load_setting_arrays, setting_labels, split_halves
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from estimates_data import halves  # noqa: E402
-
-from dynacor.data.featurefile import load_features  # noqa: E402
-from dynacor.method.config import DynaCorConfig  # noqa: E402
-from dynacor.method.pipeline import run  # noqa: E402
-from dynacor.runs.bench import DEFAULT_SETTINGS, load_setting_arrays, setting_labels  # noqa: E402
 
 VARIANTS = {
     "default": {},
@@ -54,7 +50,7 @@ def main() -> None:
     data = load_features(path, "labels", needs_clean=True)
     settings = DEFAULT_SETTINGS.split(",")
     extra = load_setting_arrays(path, settings, data)
-    keep = halves(data.num_samples)["tune"]
+    keep = split_halves(data.num_samples)["tune"]
     data = data.subset(keep)
     extra = {k: v[keep] for k, v in extra.items()}
     table: dict[str, dict[str, list[float]]] = {}

@@ -2,8 +2,9 @@
 
 Usage: python benchmarks/estimates_data.py --half tune|report --seeds 0 --out DIR
 
-The dev file is split in two halves by a fixed permutation (seed 12345): ``tune`` is used to
-design the estimator and choose its settings, ``report`` only to report how it does.
+The dev file is split in two halves by `dynacor.runs.bench.split_halves` (a fixed permutation,
+seed 12345; ``dynacor bench --half`` uses the same): ``tune`` is used to design the estimator and
+choose its settings, ``report`` only to report how it does.
 """
 
 from __future__ import annotations
@@ -16,14 +17,7 @@ import numpy as np
 from dynacor.data.featurefile import load_features
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.pipeline import run
-from dynacor.runs.bench import DEFAULT_SETTINGS, load_setting_arrays, setting_labels
-
-SPLIT_SEED = 12345
-
-
-def halves(n: int) -> dict[str, np.ndarray]:
-    order = np.random.default_rng(SPLIT_SEED).permutation(n)
-    return {"tune": np.sort(order[: n // 2]), "report": np.sort(order[n // 2 :])}
+from dynacor.runs.bench import DEFAULT_SETTINGS, load_setting_arrays, setting_labels, split_halves
 
 
 def main() -> None:
@@ -39,8 +33,8 @@ def main() -> None:
     settings = args.settings.split(",")
     extra = load_setting_arrays(path, settings, data)
     if args.half != "all":
-        keep = halves(data.num_samples)[args.half]
-        data = data.subset(keep) if hasattr(data, "subset") else _subset(data, keep)
+        keep = split_halves(data.num_samples)[args.half]
+        data = data.subset(keep)
         extra = {k: v[keep] for k, v in extra.items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -52,17 +46,6 @@ def main() -> None:
             np.savez(out / name, q_all=result.q_noisy_all, n=result.num_samples,
                      is_noisy=given != data.clean_labels, suggested=result.suggested_labels)  # fmt: skip
             print(name, result.summary(), flush=True)
-
-
-def _subset(data, keep):
-    import dataclasses
-
-    def cut(a):
-        return None if a is None else np.asarray(a)[keep]
-
-    return dataclasses.replace(data, features=data.features[keep], labels=data.labels[keep],
-                               features_aug=cut(data.features_aug), clean_labels=cut(data.clean_labels),
-                               ids=cut(data.ids), paths=cut(data.paths))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from dynacor.cli.options import settings_file, user_settings
 from dynacor.data.spec import SourceSpec
 from dynacor.errors import InputError
 from dynacor.method.config import DEVICES, DynaCorConfig
-from dynacor.method.featureset import FeatureSet
 from dynacor.runs.bench import (
     ABLATIONS,
     DEFAULT_METHODS,
     DEFAULT_SETTINGS,
     GAMMAS,
+    HALF_SEED,
+    HALVES,
     METHODS,
     check_setting_labels,
     load_setting_arrays,
@@ -26,6 +27,7 @@ from dynacor.runs.bench import (
     parse_list,
     parse_seeds,
     run_grid,
+    split_halves,
     summarise,
     write_outputs,
 )
@@ -47,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"DynaCor ablations, comma-separated from {','.join(ABLATIONS)} "
                         f"(gamma: {', '.join(map(str, GAMMAS))}; selection: last, init and the oracle-best epoch)")  # fmt: skip
     parser.add_argument("--out", metavar="DIR", help="write runs.csv, summary.csv and table.md here")
-    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N samples (quick checks)")
+    parser.add_argument("--half", choices=HALVES,
+                        help="run on one half of the file, split by a fixed permutation (seed "
+                        f"{HALF_SEED}): tune (to choose settings) or report (only to report results); "
+                        "the half is named in table.md and the CSVs (default: all samples)")  # fmt: skip
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="use only the first N samples, of the --half when one is given (quick checks)")  # fmt: skip
     group = parser.add_argument_group("DynaCor settings (defaults: DynaCorConfig)")
     group.add_argument("--config", metavar="FILE.json", help="read settings from a JSON file (flags below override it)")
     group.add_argument("--epochs", type=int, help=f"classifier epochs (default {defaults.epochs})")
@@ -59,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the grid described by ``args``; print the table; write it under ``--out``. Returns the exit code."""
+    import numpy as np
+
     from dynacor.data.featurefile import load_features
 
     methods = parse_list(args.methods, "--methods", METHODS)
@@ -71,11 +80,18 @@ def main(args: argparse.Namespace) -> int:
     path = Path(args.features)
     data = load_features(path, "labels", needs_clean=True)
     extra_labels = load_setting_arrays(path, settings, data)
+    file_samples = data.num_samples
+    if args.half is not None:
+        # The half first, so --limit picks rows of that half and a quick check never crosses over.
+        keep = split_halves(file_samples)[args.half]
+        data = data.subset(keep)
+        extra_labels = {k: v[keep] for k, v in extra_labels.items()}
     if args.limit is not None:
         if args.limit < data.num_classes:
             raise InputError("command line", "--limit", f"at least the number of classes ({data.num_classes})", args.limit)
-        data = _head(data, args.limit)
-        extra_labels = {k: v[: args.limit] for k, v in extra_labels.items()}
+        keep = np.arange(min(args.limit, data.num_samples))
+        data = data.subset(keep)
+        extra_labels = {k: v[keep] for k, v in extra_labels.items()}
     for key, arr in extra_labels.items():
         extra_labels[key] = check_setting_labels(path, key, arr, data.num_samples, data.num_classes)
     if args.out:
@@ -86,11 +102,12 @@ def main(args: argparse.Namespace) -> int:
 
     log(f"bench: {data.num_samples} samples, {data.num_classes} classes; {len(methods)} methods x "
         f"{len(settings)} settings x {len(seeds)} seeds; {machine_description()}")  # fmt: skip
-    rows = run_grid(data, methods, settings, seeds, config, extra_labels, ablations, log)
+    rows = run_grid(data, methods, settings, seeds, config, extra_labels, ablations, log, half=args.half or "all")
     summary = summarise(rows)
     markdown = markdown_tables(summary, settings)
     command = bench_command(args)
-    header = (f"# dynacor bench\n\n- data: `{path}` ({data.num_samples} samples)\n- command: `{command}`\n"
+    header = (f"# dynacor bench\n\n- data: `{path}` ({data.num_samples} samples)\n"
+              f"- half: {_half_line(args, file_samples)}\n- command: `{command}`\n"
               f"- machine: {machine_description()}\n- seeds: {', '.join(map(str, seeds))}\n"
               f"- DynaCor config: `{config.to_dict()}`\n- F1 in %, mean ± std over seeds; the ceiling is an "
               "ORACLE trained on ground-truth flags (scored on a held-out half), not a detector.\n")  # fmt: skip
@@ -101,14 +118,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _head(data: FeatureSet, n: int) -> FeatureSet:
-    import dataclasses
-
-    def cut(a):
-        return None if a is None else a[:n]
-
-    return dataclasses.replace(data, features=data.features[:n], labels=data.labels[:n], features_aug=cut(data.features_aug),
-                               clean_labels=cut(data.clean_labels), ids=cut(data.ids), paths=cut(data.paths))  # fmt: skip
+def _half_line(args: argparse.Namespace, file_samples: int) -> str:
+    """Which rows of the file the table is about, for its header."""
+    limit = f", first {args.limit} of them (--limit)" if args.limit is not None else ""
+    if args.half is None:
+        return f"all ({file_samples} samples{limit})"
+    size = len(split_halves(file_samples)[args.half])
+    return (f"{args.half} ({size} of {file_samples} samples, fixed permutation seed {HALF_SEED}; "
+            f"`dynacor.runs.bench.split_halves`{limit})")  # fmt: skip
 
 
 def _check_writable(out: Path) -> None:
@@ -128,7 +145,7 @@ def bench_command(args: argparse.Namespace) -> str:
              "--settings", args.settings, "--seeds", args.seeds]  # fmt: skip
     if args.ablations:
         parts += ["--ablations", args.ablations]
-    for flag, name in (("--limit", "limit"), ("--config", "config"), ("--epochs", "epochs"), ("--lr", "lr"),
+    for flag, name in (("--half", "half"), ("--limit", "limit"), ("--config", "config"), ("--epochs", "epochs"), ("--lr", "lr"),
                        ("--encoder-epochs", "encoder_epochs"), ("--device", "device"),
                        ("--threads", "num_threads")):  # fmt: skip
         value = getattr(args, name, None)

@@ -34,6 +34,21 @@ ABLATIONS = ("no-align", "no-cluster", "selection", "gamma", "signal", "paper")
 GAMMAS = (0.05, 0.1, 0.2, 0.5)
 SETTING_NAMES = {"human:worse_labels": "worse", "human:aggre_labels": "aggre"}
 METRICS = ("f1", "precision", "recall", "auroc")
+HALVES = ("tune", "report")
+HALF_SEED = 12345
+
+
+def split_halves(n: int) -> dict[str, np.ndarray]:
+    """The two fixed halves of N samples: ``tune`` to design and choose settings, ``report`` only
+    to report results. A permutation seeded with `HALF_SEED` cuts at N // 2.
+
+    Returns
+    -------
+    ``{"tune": (N // 2,) int64, "report": (N - N // 2,) int64}``, sorted row indices, disjoint,
+    together every row
+    """
+    order = np.random.default_rng(HALF_SEED).permutation(n)
+    return {"tune": np.sort(order[: n // 2]), "report": np.sort(order[n // 2 :])}
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,8 +148,12 @@ def run_grid(
     extra_labels: dict[str, np.ndarray],
     ablations: list[str] = (),
     log: Callable[[str], None] = lambda line: None,
+    half: str = "all",
 ) -> list[dict[str, Any]]:
-    """Run every (setting, seed, method) cell; returns one row per cell (see `ROW_FIELDS`)."""
+    """Run every (setting, seed, method) cell; returns one row per cell (see `ROW_FIELDS`).
+
+    ``half`` names the rows ``data`` holds (`HALVES` or ``all``); it is copied into every row.
+    """
     from dynacor.baselines.ceiling import supervised_ceiling
 
     rows: list[dict[str, Any]] = []
@@ -146,7 +165,7 @@ def run_grid(
             given = setting_labels(data, setting, seed, extra_labels)
             cell = data.with_labels(given)
             truth = given != data.clean_labels
-            base = {"setting": setting, "seed": seed, "noise_rate": float(truth.mean())}
+            base = {"half": half, "setting": setting, "seed": seed, "noise_rate": float(truth.mean())}
 
             cell_rows: list[dict[str, Any]] = []
 
@@ -202,7 +221,7 @@ def _progress_line(row: dict[str, Any]) -> str:
             f"AUROC {100 * row['auroc']:5.1f}  {row['seconds']:6.1f} s")  # fmt: skip
 
 
-ROW_FIELDS = ("method", "setting", "seed", "noise_rate", *METRICS, "seconds", "oracle", "note")
+ROW_FIELDS = ("method", "half", "setting", "seed", "noise_rate", *METRICS, "seconds", "oracle", "note")
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +236,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((row["method"], row["setting"]), []).append(row)
     out = []
     for (method, setting), group in groups.items():
-        entry: dict[str, Any] = {"method": method, "setting": setting, "seeds": len(group)}
+        entry: dict[str, Any] = {"method": method, "half": group[0]["half"], "setting": setting, "seeds": len(group)}
         for key in (*METRICS, "seconds", "noise_rate"):
             values = np.array([g[key] for g in group], dtype=np.float64)
             ok = values[np.isfinite(values)]
