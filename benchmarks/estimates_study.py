@@ -1,17 +1,11 @@
-"""Can the corrupted copies estimate the flags' precision, recall and the noise rate without
-ground truth? A study (issue 10), not a feature: it compares candidate estimators with the truth
-on runs written by benchmarks/estimates_data.py.
+"""How close are a run's self-estimates (noise rate, precision, recall; docs/ESTIMATES.md) to the
+truth? Runs DynaCor with its defaults on one half of the dev file for each noise setting and seed
+and compares.
 
-Usage: python benchmarks/estimates_study.py DIR [--prefix tune-]
+Usage: python benchmarks/estimates_study.py --half tune|report [--seeds 0,1,2] [--out FILE.md]
 
-Candidates for the noise rate eta (the originals' scores are a mixture eta * P_noisy +
-(1 - eta) * P_clean, and the copies are known noisy):
-- ``scott``: mixture proportion estimation (Scott 2015): the smallest ratio of the originals'
-  to the copies' upper tails, each bounded one-sided at 97.5%; exact when the copies' scores
-  are distributed like the truly noisy originals' and clean samples never reach the top tail;
-- ``ratio@p``: the ratio of the tails above the copies' (1 - p) quantile;
-- ``flagged``: the flagged fraction (assumes as many false alarms as misses).
-Recall of the flags is estimated by the copies flagged (``copy_recall``).
+The windows and the margin were chosen on the ``tune`` half; the ``report`` half is only reported.
+Besides the paper's cut (q > 0.5) it checks the cut ``--target-precision 0.9`` chooses.
 """
 
 from __future__ import annotations
@@ -21,57 +15,68 @@ from pathlib import Path
 
 import numpy as np
 
-TAIL_Z = 1.96
-MIN_TAIL_COPIES = 20
+from dynacor.data.featurefile import load_features
+from dynacor.method.config import DynaCorConfig
+from dynacor.method.estimates import threshold_for_target
+from dynacor.method.pipeline import run
+from dynacor.runs.bench import DEFAULT_SETTINGS, SETTING_NAMES, load_setting_arrays, setting_labels, split_halves
+
+QUANTITIES = ("noise_rate", "precision", "recall")
+GOALS = {"noise_rate": 5.0, "precision": 7.0, "recall": 7.0}  # points, on sym, inst and the human settings
 
 
-def tail_fractions(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Fraction of ``scores`` (N,) strictly above each threshold (T,). Returns (T,)."""
-    ordered = np.sort(np.asarray(scores, dtype=np.float64))
-    return 1.0 - np.searchsorted(ordered, thresholds, side="right") / max(len(ordered), 1)
-
-
-def scott_eta(q_originals: np.ndarray, q_copies: np.ndarray) -> float:
-    """Mixture proportion of the copies' distribution in the originals' (see the module docstring)."""
-    q_o = np.asarray(q_originals, dtype=np.float64)
-    q_c = np.sort(np.asarray(q_copies, dtype=np.float64))
-    n, m = len(q_o), len(q_c)
-    counts = np.arange(min(MIN_TAIL_COPIES, m), m + 1)
-    thresholds = np.nextafter(q_c[m - counts], -np.inf)
-    p_o = tail_fractions(q_o, thresholds)
-    p_c = counts / m
-    upper_o = p_o + TAIL_Z * np.sqrt(np.maximum(p_o * (1 - p_o), 1.0 / n) / n)
-    lower_c = p_c - TAIL_Z * np.sqrt(p_c * (1 - p_c) / m)
-    ok = lower_c > 0
-    return float(np.clip(np.min(upper_o[ok] / lower_c[ok]), 0.0, 1.0))
-
-
-def study(path: Path) -> dict:
-    with np.load(path) as f:
-        q_all, n, truth = f["q_all"], int(f["n"]), f["is_noisy"].astype(bool)
-    q_o, q_c = q_all[:n], q_all[n:]
-    flagged = q_o > 0.5
-    row = {"run": path.stem, "true_eta": truth.mean(), "true_precision": truth[flagged].mean(),
-           "true_recall": flagged[truth].mean(), "copy_recall": (q_c > 0.5).mean(),
-           "scott": scott_eta(q_o, q_c), "flagged": flagged.mean()}  # fmt: skip
-    for p in (0.5, 0.8, 0.9):
-        threshold = np.quantile(q_c, 1 - p) - 1e-9
-        row[f"ratio@{p}"] = np.mean(q_o > threshold) / np.mean(q_c > threshold)
-    return row
+def truth(flagged: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
+    hits = float((flagged & noisy).sum())
+    return {"noise_rate": float(noisy.mean()), "precision": hits / max(int(flagged.sum()), 1),
+            "recall": hits / max(int(noisy.sum()), 1)}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dir")
-    parser.add_argument("--prefix", default="")
+    parser.add_argument("--features", default="../shared/data/cifar10_effl0_dev.npz")
+    parser.add_argument("--half", choices=("tune", "report"), required=True)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--settings", default=DEFAULT_SETTINGS)
+    parser.add_argument("--out", help="also write the Markdown table here")
     args = parser.parse_args()
-    rows = [study(p) for p in sorted(Path(args.dir).glob(f"{args.prefix}*.npz"))]
-    keys = ["true_eta", "scott", "ratio@0.5", "ratio@0.8", "ratio@0.9", "flagged", "true_recall", "copy_recall",
-            "true_precision"]  # fmt: skip
-    print("| run | " + " | ".join(keys) + " |")
-    print("|---|" + "---|" * len(keys))
-    for r in rows:
-        print(f"| {r['run']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in keys) + " |")
+    path = Path(args.features)
+    data = load_features(path, "labels", needs_clean=True)
+    settings = args.settings.split(",")
+    extra = load_setting_arrays(path, settings, data)
+    keep = split_halves(data.num_samples)[args.half]
+    data = data.subset(keep)
+    extra = {k: v[keep] for k, v in extra.items()}
+    lines = ["| setting | seed | noise rate: est (interval) / true | precision | recall | in interval | "
+             "P@target 0.9: true (flagged) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    errors: dict[str, list[list[float]]] = {}
+    for setting in settings:
+        name = SETTING_NAMES.get(setting, setting)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            given = setting_labels(data, setting, seed, extra)
+            result = run(DynaCorConfig(seed=seed), data.with_labels(given))
+            noisy = given != data.clean_labels
+            true = truth(result.flagged, noisy)
+            est = result.estimates
+            cells, inside = [], 0
+            for q in QUANTITIES:
+                e = est[q]
+                cells.append(f"{100 * e['value']:.1f} ({100 * e['low']:.0f}-{100 * e['high']:.0f}) / {100 * true[q]:.1f}")
+                inside += e["low"] <= true[q] <= e["high"]
+            errors.setdefault(name, []).append([100 * (est[q]["value"] - true[q]) for q in QUANTITIES])
+            cut, _ = threshold_for_target(est["curve"], target_precision=0.9)
+            at_target = truth(result.q_noisy > cut, noisy)
+            lines.append(f"| {name} | {seed} | " + " | ".join(cells) + f" | {inside}/3 | "
+                         f"{100 * at_target['precision']:.1f} ({100 * float((result.q_noisy > cut).mean()):.1f}%) |")  # fmt: skip
+            print(lines[-1], flush=True)
+    lines += ["", "| setting | mean error noise / P / R (points) | largest |error| noise / P / R |", "|---|---|---|"]
+    for name, rows in errors.items():
+        a = np.asarray(rows)
+        lines.append(f"| {name} | " + " / ".join(f"{v:+.1f}" for v in a.mean(0)) + " | "
+                     + " / ".join(f"{v:.1f}" for v in np.abs(a).max(0)) + " |")  # fmt: skip
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
 
 
 if __name__ == "__main__":

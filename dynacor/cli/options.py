@@ -85,10 +85,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--selection", choices=SELECTIONS, help=f"how the encoder epoch is chosen (default {defaults.selection})")
     group.add_argument("--device", choices=DEVICES, help="auto: CUDA, then MPS, then CPU (default auto)")
     group.add_argument("--threads", type=int, dest="num_threads", help="CPU threads (default: one per core, at most 8)")
+    cut = group.add_mutually_exclusive_group()
+    cut.add_argument("--target-precision", type=float, metavar="P",
+                     help="flag the most samples whose estimated precision is at least P (a fraction, e.g. 0.9) "
+                          "instead of the paper's cut q_noisy > 0.5; run.json records the cut and the estimates")  # fmt: skip
+    cut.add_argument("--target-recall", type=float, metavar="R",
+                     help="flag the fewest samples whose estimated recall reaches R (a fraction, e.g. 0.8)")
 
 
 CONFIG_FLAGS = ("classifier", "noise", "seed", "epochs", "lr", "schedule", "encoder_epochs", "encoder_lr", "gamma", "alpha", "record",
-                "signal", "selection", "device", "num_threads")  # fmt: skip
+                "signal", "selection", "device", "num_threads", "target_precision", "target_recall")  # fmt: skip
 
 
 def user_settings(args: argparse.Namespace) -> dict:

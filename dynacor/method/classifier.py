@@ -28,6 +28,8 @@ class HeadDynamics:
         the originals averaged over the last ``late_epochs`` epochs
     epochs : one dict per epoch: loss, accuracy, test accuracy when a test split exists, seconds
     predicted : (T, C) float32 or None, softmax of the trained head on `train_head`'s ``predict``
+    window_probs : (W, R, C) float32 or None, softmax of the ``estimate_rows`` originals averaged
+        over each of the ``estimate_windows`` (the self-estimates read them)
     """
 
     margins: np.ndarray
@@ -35,6 +37,7 @@ class HeadDynamics:
     late_probs: np.ndarray
     epochs: list[dict] = field(default_factory=list)
     predicted: np.ndarray | None = None
+    window_probs: np.ndarray | None = None
 
 
 # Above this many elements (1 GiB of float32) the late softmax sums are kept in float16: a million
@@ -128,6 +131,8 @@ def train_head(
     on_epoch: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     predict: np.ndarray | None = None,
+    estimate_rows: np.ndarray | None = None,
+    estimate_windows: tuple[tuple[int, int], ...] = (),
 ) -> HeadDynamics:
     """Train the MLP head with SGD and record each sample's margin every epoch.
 
@@ -147,6 +152,8 @@ def train_head(
     should_stop : polled every few batches; when it returns True, `Cancelled` is raised
     predict : optional (T, D) float, rows to classify with the head after its last epoch (held-out
         samples, for out-of-sample probabilities); training is the same with or without them
+    estimate_rows : (R,) int64 originals whose softmax is averaged over each of
+        ``estimate_windows`` (``[first, stop)`` epochs) into ``window_probs``
 
     Returns
     -------
@@ -167,6 +174,13 @@ def train_head(
     late_probs = torch.zeros((n, num_classes), dtype=late_dtype, device=device)
     first_late = max(0, epochs - late_epochs)
     log: list[dict] = []
+    windows = [(a, b) for a, b in estimate_windows] if estimate_rows is not None else []
+    if windows:
+        # position of each original among the estimate rows, -1 for the others
+        estimate_pos = torch.full((n,), -1, dtype=torch.int64)
+        estimate_pos[torch.as_tensor(np.asarray(estimate_rows, dtype=np.int64))] = torch.arange(len(estimate_rows))
+        estimate_pos = estimate_pos.to(device)
+        window_sums = torch.zeros((len(windows), len(estimate_rows), num_classes), dtype=torch.float32, device=device)
 
     def store(idx: torch.Tensor, logits: torch.Tensor, epoch: int) -> None:
         logits = logits.detach()
@@ -177,6 +191,12 @@ def train_head(
         if epoch >= first_late:
             original = idx < n
             late_probs[idx[original]] += probs[original].to(late_dtype)
+        open_windows = [w for w, (a, b) in enumerate(windows) if a <= epoch < b]
+        if open_windows:
+            pos = estimate_pos[idx.clamp_max(n - 1)]
+            keep = (idx < n) & (pos >= 0)
+            for w in open_windows:
+                window_sums[w, pos[keep]] += probs[keep]
 
     for epoch in range(epochs):
         started = time.perf_counter()
@@ -218,12 +238,17 @@ def train_head(
             on_epoch(entry)
 
     late_probs /= float(epochs - first_late)
+    window_probs = None
+    if windows:
+        window_sums /= torch.tensor([float(b - a) for a, b in windows], device=device)[:, None, None]
+        window_probs = window_sums.cpu().numpy()
     return HeadDynamics(
         margins=margins.cpu().numpy(),
         prob_given=prob_given.cpu().numpy(),
         late_probs=late_probs.cpu().numpy(),
         epochs=log,
         predicted=None if predict is None else softmax_of(head, predict, device),
+        window_probs=window_probs,
     )
 
 

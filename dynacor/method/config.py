@@ -82,6 +82,22 @@ class DynaCorConfig:
     # on 2 cores); a reviewer starts from the top of the queue.
     explain_limit: int = 5000
 
+    # 7. Self-estimates of the noise rate, precision and recall (docs/ESTIMATES.md): read the
+    # classifier's softmax over early windows of training (fractions of the epochs), before it
+    # memorises the wrong labels. Windows chosen on the tuning half of the dev file (BENCHMARKS.md).
+    estimate_rows: int = 100_000  # originals the estimates read (a random subset above this; 0: none)
+    noise_window: tuple[float, float] = (0.07, 0.27)  # epochs 2-7 of 30
+    recall_window: tuple[float, float] = (0.0, 0.17)  # epochs 0-4 of 30
+    estimate_bootstrap: int = 200  # resamples for the sampling part of each interval
+    # Added to both sides of each interval: the largest error of the estimates on the tuning half
+    # (7.9 points), which resampling cannot see.
+    estimate_margin: float = 0.08
+
+    # 8. The cut: flagged = q_noisy > threshold. The paper's 0.5 unless one target is set, then
+    # the cut whose estimated precision (or recall) meets it.
+    target_precision: float | None = None
+    target_recall: float | None = None
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +114,9 @@ class DynaCorConfig:
             from dynacor.errors import InputError
 
             raise InputError("config", unknown[0], f"one of {sorted(known)}", repr(unknown[0]))
+        for name in ("noise_window", "recall_window"):
+            if isinstance(data.get(name), list):  # JSON has no tuples
+                data = {**data, name: tuple(data[name])}
         return cls(**data)
 
     def replace(self, **changes: Any) -> DynaCorConfig:

@@ -19,6 +19,14 @@ from dynacor.method.corruption import make_copies
 from dynacor.method.device import pick_device, set_threads
 from dynacor.method.dynamics import encoder_input, margin_signs
 from dynacor.method.encoder import fit_encoder
+from dynacor.method.estimates import (
+    estimated_curve,
+    noise_rate_draws,
+    off_diagonal,
+    quality_at_cut,
+    threshold_for_target,
+    window_epochs,
+)
 from dynacor.method.featureset import FeatureSet
 from dynacor.method.knn import neighbours_of
 from dynacor.method.metrics import detection_metrics
@@ -41,7 +49,13 @@ class Result:
     suggested_labels : (N,) int64, the classifier's prediction (softmax averaged over late epochs)
     suggested_prob : (N,) float32, its probability
     q_noisy : (N,) float32, noisy score
-    flagged : (N,) bool, ``q_noisy > 0.5``
+    flagged : (N,) bool, ``q_noisy > threshold``
+    threshold : the cut: 0.5 (the paper's) unless a target precision or recall chose another
+    estimates : the self-estimates of the cut (`dynacor.method.estimates.estimate_quality`:
+        ``noise_rate``, ``precision``, ``recall``, each ``{value, low, high}``) and
+        ``curve`` (`estimated_curve`), or None when the classifier recorded no early softmax
+    estimate_parts : what another cut's estimates need (`dynacor.method.estimates.quality_at_cut`):
+        ``rows`` (R,) the originals read, ``off`` (R,) bool, ``eta_draws`` (B,)
     clean_labels : (N,) int64 or None
     copy_pair : (M,) int64, the original of each copy; copy_labels : (M,) int64
     margins_all : (S, E) float32 raw margins; q_noisy_all : (S,); representations_all : (S, K) float16
@@ -77,6 +91,9 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     neighbour_rows: np.ndarray | None = None
     neighbours: np.ndarray | None = None
+    threshold: float = 0.5
+    estimates: dict[str, Any] | None = None
+    estimate_parts: dict[str, np.ndarray] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -123,7 +140,11 @@ class Result:
         n = self.num_samples
         k = int(self.flagged.sum())
         parts = [f"{n} samples", f"{k} flagged ({100.0 * k / max(n, 1):.1f}%)"]
+        if self.threshold != 0.5:
+            parts[-1] += f" at q > {self.threshold:.4f}"
         parts.append(f"encoder epoch {self.chosen_epoch}/{len(self.encoder_epochs) - 1}")
+        if self.estimates is not None:
+            parts.append(estimates_text(self.estimates))
         if self.metrics is not None:
             m = self.metrics
             parts.append(
@@ -164,6 +185,7 @@ def run(
     seeds = _seed_streams(config.seed)
     copy_rng = np.random.default_rng(seeds[1])
     head_gen = _torch_generator(seeds[2])
+    estimate_rng = np.random.default_rng(seeds[4])
 
     def stop_check() -> bool:
         return should_stop is not None and should_stop()
@@ -184,7 +206,12 @@ def run(
     if stop_check():
         raise Cancelled("cancelled before training")
 
-    # Classifier and dynamics.
+    # Classifier and dynamics; the self-estimates read a random subset of the originals when N is large.
+    estimate_rows = None
+    if config.estimate_rows > 0 and config.classifier == "mlp":
+        estimate_rows = (np.arange(n) if n <= config.estimate_rows
+                         else np.sort(estimate_rng.choice(n, config.estimate_rows, replace=False)))  # fmt: skip
+    windows = (window_epochs(config.noise_window, config.epochs), window_epochs(config.recall_window, config.epochs))
     t = _stage_start(emit, "classifier", total=config.epochs)
     on_epoch = lambda e: emit("classifier_epoch", of=config.epochs, **e)  # noqa: E731
     if config.classifier == "mlp":
@@ -195,6 +222,7 @@ def run(
             weight_decay=config.weight_decay, batch_size=config.batch_size, hidden=config.hidden,
             schedule=config.schedule, record=config.record, late_epochs=config.late_epochs,
             generator=head_gen, device=device, test=test, on_epoch=on_epoch, should_stop=stop_check,
+            estimate_rows=estimate_rows, estimate_windows=windows,
         )  # fmt: skip
     else:
         head = _train_from_scratch(config, data, labels_all, copies.pair, head_gen, device, on_epoch, stop_check)
@@ -204,11 +232,12 @@ def run(
         margins_all=head.margins, prob_given_all=head.prob_given, late_probs=head.late_probs,
         copy_pair=copies.pair, copy_labels=copies.labels, given_labels=given, clean_labels=data.clean_labels,
         ids=data.sample_ids(), class_names=data.class_names, paths=data.paths, source=dict(data.source),
-        classifier_epochs=head.epochs,
+        classifier_epochs=head.epochs, estimate_rows=estimate_rows if head.window_probs is not None else None,
+        window_probs=head.window_probs,
     )  # fmt: skip
     info = {"num_classes": num_classes, "num_epochs": config.epochs, "realised_noise_rate": realised,
             "device": str(device), "threads": threads}  # fmt: skip
-    result = _detect(config, dynamics, emit, stop_check, device, timings, started_total, info)
+    result = _detect(config, dynamics, emit, stop_check, device, timings, started_total, info, estimate_rng)
     if config.explain_neighbours > 0 and config.classifier == "mlp":
         # What the reviewer sees beside a flagged sample: its neighbours and their given labels.
         started = time.perf_counter()
@@ -236,6 +265,9 @@ class Dynamics:
         None: the suggested label is the given one with probability NaN
     clean_labels : (N,) int64 or None, only to report metrics
     ids, class_names, paths, source, classifier_epochs : carried into the `Result`
+    estimate_rows : (R,) int64 or None, originals ``window_probs`` covers
+    window_probs : (2, R, C) float or None, their softmax averaged over the noise and the recall
+        windows (`DynaCorConfig.noise_window`, ``recall_window``): the self-estimates read them
     """
 
     margins_all: np.ndarray
@@ -250,6 +282,8 @@ class Dynamics:
     paths: np.ndarray | None = None
     source: dict[str, Any] = field(default_factory=dict)
     classifier_epochs: list[dict] = field(default_factory=list)
+    estimate_rows: np.ndarray | None = None
+    window_probs: np.ndarray | None = None
 
 
 def detect(
@@ -281,10 +315,10 @@ def detect(
     info = {"num_epochs": int(dynamics.margins_all.shape[1]), "realised_noise_rate": realised,
             "device": str(device), "threads": threads}  # fmt: skip
     return _detect(config, dynamics, emit, lambda: should_stop is not None and should_stop(), device, {},
-                   time.perf_counter(), info)  # fmt: skip
+                   time.perf_counter(), info, np.random.default_rng(_seed_streams(config.seed)[4]))  # fmt: skip
 
 
-def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, started_total, info) -> Result:
+def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, started_total, info, estimate_rng) -> Result:
     n = len(dynamics.given_labels)
     m = len(dynamics.copy_pair)
     margins = np.asarray(dynamics.margins_all, dtype=np.float32)
@@ -322,8 +356,30 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
     # Report.
     t = _stage_start(emit, "report")
     q = fit.q_noisy[:n]
-    flagged = q > 0.5
     warnings = list(fit.warnings)
+    threshold, estimates, estimate_parts = 0.5, None, None
+    targeted = config.target_precision is not None or config.target_recall is not None
+    if dynamics.window_probs is not None and dynamics.estimate_rows is not None:
+        rows = np.asarray(dynamics.estimate_rows)
+        probs_noise, probs_recall = (np.asarray(w, dtype=np.float64) for w in dynamics.window_probs)
+        given_rows = np.asarray(dynamics.given_labels)[rows]
+        eta, eta_draws = noise_rate_draws(given_rows, probs_noise, estimate_rng, config.estimate_bootstrap)
+        off = off_diagonal(given_rows, probs_recall)
+        curve = estimated_curve(q[rows], off, eta)
+        if targeted:
+            threshold, target_warning = threshold_for_target(curve, config.target_precision, config.target_recall)
+            if target_warning is not None:
+                warnings.append(target_warning)
+        estimates = quality_at_cut(q[rows], off, eta, eta_draws, threshold, rng=estimate_rng,
+                                   margin=config.estimate_margin)
+        estimates["curve"] = curve
+        estimate_parts = {"rows": rows, "off": off, "eta_draws": eta_draws}
+    elif targeted:
+        from dynacor.errors import InputError
+
+        raise InputError(dynamics.source.get("file", "<arrays>"), "window_probs", "recorded (a target precision or "
+                         "recall chooses the cut from the self-estimates, which read the early softmax)", "absent")  # fmt: skip
+    flagged = q > threshold
     share_warning = flagged_share_warning(flagged)
     if share_warning is not None:
         warnings.append(share_warning)
@@ -369,14 +425,29 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         paths=dynamics.paths,
         source=dynamics.source,
         warnings=warnings,
+        threshold=float(threshold),
+        estimates=estimates,
+        estimate_parts=estimate_parts,
     )
+
+
+def estimates_text(estimates: dict) -> str:
+    """The self-estimates in one phrase: ``estimated precision 81% (72-90), recall ...``."""
+
+    def one(name: str) -> str:
+        e = estimates[name]
+        return f"{100 * e['value']:.0f}% ({100 * e['low']:.0f}-{100 * e['high']:.0f})"
+
+    return f"estimated precision {one('precision')}, recall {one('recall')}, noise rate {one('noise_rate')}"
 
 
 def _seed_streams(seed: int) -> list[np.random.SeedSequence]:
     """The run's independent random streams: [0] unused (it drew the synthetic noise before
     `synthetic_labels` took that over; kept so the others draw what they always drew), [1] the
-    copies, [2] the classifier, [3] the encoder. `run` and `detect` both derive them here."""
-    return np.random.SeedSequence(seed).spawn(4)
+    copies, [2] the classifier, [3] the encoder, [4] the self-estimates' rows and bootstrap.
+    `run` and `detect` both derive them here (a child is fixed by its index: adding [4] changed
+    none of the others)."""
+    return np.random.SeedSequence(seed).spawn(5)
 
 
 def _torch_generator(stream: np.random.SeedSequence) -> torch.Generator:

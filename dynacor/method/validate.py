@@ -61,6 +61,26 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
     need(config.val_originals in VAL_ORIGINALS, "val_originals", f"one of {VAL_ORIGINALS}")
     need(config.eval_distance in ("cosine", "euclidean"), "eval_distance", "'cosine' or 'euclidean'")
     need(config.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
+    need(isinstance(config.estimate_rows, int) and not isinstance(config.estimate_rows, bool)
+         and config.estimate_rows >= 0, "estimate_rows", "an integer >= 0")  # fmt: skip
+    need(isinstance(config.estimate_bootstrap, int) and config.estimate_bootstrap >= 0, "estimate_bootstrap",
+         "an integer >= 0")  # fmt: skip
+    non_negative("estimate_margin")
+    for name in ("noise_window", "recall_window"):
+        window = getattr(config, name)
+        need(isinstance(window, (tuple, list)) and len(window) == 2
+             and all(isinstance(v, (int, float)) for v in window) and 0.0 <= window[0] < window[1] <= 1.0,
+             name, "two fractions of the epochs [first, stop) with 0 <= first < stop <= 1")  # fmt: skip
+    for name in ("target_precision", "target_recall"):
+        value = getattr(config, name)
+        need(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value <= 1.0),
+             name, "a fraction in (0, 1] or unset")  # fmt: skip
+    need(config.target_precision is None or config.target_recall is None, "target_recall",
+         "unset when target_precision is set (one cut, one target)")  # fmt: skip
+    if config.target_precision is not None or config.target_recall is not None:
+        need(config.estimate_rows > 0, "estimate_rows", "> 0 with a target (the cut is chosen from the estimates)")
+        need(config.classifier == "mlp", "classifier", "'mlp' with a target (the estimates read the MLP head's "
+             "early softmax)")  # fmt: skip
     if config.noise is not None:
         try:
             parse_noise(config.noise)

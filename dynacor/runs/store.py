@@ -7,13 +7,15 @@ Layout of ``RUN_DIR``::
                            run that looks finished
     config.json            the engine config and the data source, written at start
     events.jsonl           every event, one JSON object a line, appended as it happens
-    run.json               config, chosen epoch, timings, metrics, summary, info (at the end)
+    run.json               config, chosen epoch, timings, metrics, summary, info, the cut
+                           (``threshold``) and the self-estimates (``estimates``) (at the end)
     samples.parquet/.csv   the per-sample table (originals, input order)
     dynamics.npy           (N+M, E) int8 margin signs; margins.npy (N+M, E) float16 raw margins
     representations.npy    (N+M, K) float16 at the chosen encoder epoch
     scores.npy             (N+M,) float32 q_noisy of originals and copies
     copies.npz             pair (M,) original of each copy, labels (M,) its corrupted label
     neighbours.npz         rows (F,) the flagged originals, index (F, k) their nearest originals
+    estimates.npz          rows (R,), off (R,) bool, eta_draws (B,): what another cut's estimates need
     classifier_epochs.csv, encoder_epochs.csv   per-epoch curves
     error.txt              traceback of a failed run
 """
@@ -130,6 +132,8 @@ def write_result(run_dir: str | Path, result: Any) -> None:
     atomic.save_npz(run_dir / "copies.npz", pair=result.copy_pair, labels=result.copy_labels)
     if result.neighbours is not None:
         atomic.save_npz(run_dir / "neighbours.npz", rows=result.neighbour_rows, index=result.neighbours)
+    if result.estimate_parts is not None:
+        atomic.save_npz(run_dir / "estimates.npz", **result.estimate_parts)
     atomic.write_text(run_dir / "classifier_epochs.csv", pd.DataFrame(result.classifier_epochs).to_csv(index=False))
     atomic.write_text(run_dir / "encoder_epochs.csv", pd.DataFrame(result.encoder_epochs).to_csv(index=False))
     atomic.write_json(
@@ -147,9 +151,66 @@ def write_result(run_dir: str | Path, result: Any) -> None:
             "info": result.info,
             "num_samples": result.num_samples,
             "num_flagged": int(result.flagged.sum()),
+            "threshold": result.threshold,
+            "estimates": result.estimates,
         },
     )
     _mark_finished(run_dir)
+
+
+def set_cut(run_dir: str | Path, threshold: float) -> dict:
+    """Move a finished DynaCor run's cut: ``flagged`` becomes ``noisy_score > threshold`` in the
+    per-sample table, and run.json records the cut and the estimates at it. Returns the new run.json.
+
+    The table is written before run.json, each atomically: a crash between them leaves the new
+    flags with the old record, which the next call (or a re-run of this one) repairs.
+    """
+    from dynacor.method.estimates import quality_at_cut
+    from dynacor.method.pipeline import _seed_streams
+
+    run_dir = Path(run_dir)
+    info = read_run(run_dir)
+    if not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
+        raise InputError("cut", "threshold", "a finite number", repr(threshold))
+    frame = load_samples(run_dir)
+    if "noisy_score" not in frame:
+        raise InputError(run_dir / "samples.parquet", "noisy_score", "present (a DynaCor run)", "absent")
+    scores = frame["noisy_score"].to_numpy(dtype=np.float64)
+    flagged = scores > threshold
+    frame["flagged"] = flagged.astype(np.int8)
+    if "cluster" in frame:
+        frame["cluster"] = np.where(flagged, "noisy", "clean")
+    estimates = info.get("estimates")
+    if estimates is not None:
+        parts = _read_npz(run_dir / "estimates.npz", ("rows", "off", "eta_draws"))
+        config = info.get("config", {})
+        rng = np.random.default_rng(_seed_streams(int(config.get("seed", 0)))[4])
+        curve = estimates.get("curve")
+        estimates = quality_at_cut(scores[parts["rows"]], parts["off"], float(estimates["noise_rate"]["value"]),
+                                   parts["eta_draws"], float(threshold), rng=rng,
+                                   confidence=float(estimates.get("confidence", 0.95)),
+                                   margin=float(estimates.get("margin", 0.0)))  # fmt: skip
+        estimates["curve"] = curve
+    metrics = info.get("metrics")
+    if metrics is not None and "is_noisy" in frame:  # a benchmark run: its true figures at the new cut
+        from dynacor.method.metrics import detection_metrics
+
+        metrics = detection_metrics(flagged, frame["is_noisy"].to_numpy(dtype=bool), scores)
+    _write_samples(run_dir, frame)
+    info = {**info, "threshold": float(threshold), "estimates": estimates, "num_flagged": int(flagged.sum()),
+            "metrics": metrics}  # fmt: skip
+    atomic.write_json(run_dir / "run.json", info)
+    return info
+
+
+def _read_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise MissingError(f"{path}: no such file")
+    try:
+        with np.load(path) as data:
+            return {name: np.asarray(data[name]) for name in names}
+    except (KeyError, ValueError, OSError) as exc:
+        raise CorruptError(f"{path}: fields {list(names)} must be readable arrays, got {exc}") from None
 
 
 def write_table_result(run_dir: str | Path, frame, run_info: dict, signs: np.ndarray | None = None) -> None:
