@@ -1,0 +1,162 @@
+"""Self-estimates of noise rate, precision and recall (dynacor.method.estimates) and the cut they choose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dynacor.cli.main import main
+from dynacor.errors import InputError
+from dynacor.method.config import DynaCorConfig
+from dynacor.method.estimates import (
+    confident_labels,
+    estimated_curve,
+    noise_rate_draws,
+    noise_rate_from_probs,
+    off_diagonal,
+    quality_at_cut,
+    threshold_for_target,
+    window_epochs,
+)
+from dynacor.method.featureset import FeatureSet
+from dynacor.method.pipeline import run
+from dynacor.method.validate import check_config
+
+
+def noisy_probs(n: int, c: int, eta: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Given labels with a fraction ``eta`` flipped, and softmax rows that favour the true class."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, c, n)
+    flip = rng.random(n) < eta
+    given = np.where(flip, (true + rng.integers(1, c, n)) % c, true)
+    logits = rng.normal(0, 1, (n, c))
+    logits[np.arange(n), true] += 3.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return given, probs, flip
+
+
+def test_noise_rate_matches_cleanlab_estimate_joint():
+    from cleanlab.count import estimate_joint
+
+    given, probs, _ = noisy_probs(3000, 5, 0.3, seed=1)
+    expected = 1.0 - np.trace(estimate_joint(given, probs))
+    assert noise_rate_from_probs(given, probs) == pytest.approx(expected, abs=2e-3)
+
+
+def test_noise_rate_recovers_the_flipped_share_when_the_classifier_sees_the_true_class():
+    for eta in (0.1, 0.4):
+        given, probs, flip = noisy_probs(4000, 10, eta, seed=2)
+        assert abs(noise_rate_from_probs(given, probs) - flip.mean()) < 0.05
+
+
+def test_confident_labels_are_minus_one_where_no_class_reaches_its_threshold():
+    given = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.5, 0.5]])
+    # thresholds: class 0 mean p0 over given 0 = 0.7, class 1 mean p1 over given 1 = 0.65
+    np.testing.assert_array_equal(confident_labels(given, probs), [0, -1, 1, -1])
+    np.testing.assert_array_equal(off_diagonal(given, probs), [False, False, False, False])
+    probs[3] = [0.95, 0.05]
+    assert off_diagonal(given, probs)[3]
+
+
+def test_window_epochs_are_fractions_of_training_and_never_empty():
+    assert window_epochs((0.07, 0.27), 30) == (2, 8)
+    assert window_epochs((0.0, 0.17), 30) == (0, 5)
+    assert window_epochs((0.0, 0.01), 5) == (0, 1)
+    assert window_epochs((0.99, 1.0), 3) == (2, 3)
+
+
+def test_quality_at_cut_is_exact_for_a_detector_that_flags_exactly_the_off_diagonal_samples():
+    rng = np.random.default_rng(0)
+    off = rng.random(2000) < 0.3
+    q = np.where(off, 0.9, 0.1)
+    eta = float(off.mean())
+    est = quality_at_cut(q, off, eta, np.full(100, eta), 0.5, rng=rng, margin=0.05)
+    assert est["recall"]["value"] == pytest.approx(1.0)
+    assert est["precision"]["value"] == pytest.approx(1.0)
+    assert est["noise_rate"]["value"] == pytest.approx(eta)
+    for name in ("noise_rate", "precision", "recall"):
+        e = est[name]
+        assert 0.0 <= e["low"] <= e["value"] <= e["high"] <= 1.0
+        assert e["high"] - e["low"] >= 0.05 or e["high"] == 1.0  # the margin widens every interval
+    half = quality_at_cut(q, off, eta, np.full(100, eta), 0.5, rng=rng)
+    assert half["rows"] == 2000 and half["bootstrap"] == 100
+
+
+def test_curve_and_targets_choose_the_cut():
+    rng = np.random.default_rng(3)
+    off = rng.random(1000) < 0.4
+    q = np.where(off, rng.uniform(0.4, 1.0, 1000), rng.uniform(0.0, 0.6, 1000))
+    curve = estimated_curve(q, off, float(off.mean()), points=50)
+    assert len(curve["threshold"]) <= 50
+    assert np.all(np.diff(curve["recall"]) >= 0) and np.all(np.diff(curve["threshold"]) <= 0)
+    t, warning = threshold_for_target(curve, target_precision=0.9)
+    assert warning is None
+    flagged = q > t
+    assert (off & flagged).sum() / flagged.sum() >= 0.9 - 1e-9
+    t_r, warning = threshold_for_target(curve, target_recall=0.8)
+    assert warning is None and (off & (q > t_r)).sum() / off.sum() >= 0.8
+    assert t_r < t  # the high-recall cut flags more
+    _, warning = threshold_for_target({**curve, "precision": [0.2] * len(curve["precision"])}, target_precision=0.9)
+    assert "no cut reaches" in warning
+    with pytest.raises(ValueError):
+        threshold_for_target(curve, target_precision=0.9, target_recall=0.8)
+
+
+def test_noise_rate_draws_are_seeded():
+    given, probs, _ = noisy_probs(500, 4, 0.2, seed=4)
+    a = noise_rate_draws(given, probs, np.random.default_rng(7), 20)
+    b = noise_rate_draws(given, probs, np.random.default_rng(7), 20)
+    assert a[0] == b[0] and np.array_equal(a[1], b[1]) and a[1].std() > 0
+
+
+def small_set(blobs: dict) -> FeatureSet:
+    return FeatureSet(features=blobs["features"], labels=blobs["labels"], features_aug=blobs["features_aug"],
+                      clean_labels=blobs["clean_labels"], ids=blobs["ids"])  # fmt: skip
+
+
+def test_run_reports_estimates_and_a_target_moves_the_cut(blobs):
+    config = DynaCorConfig(seed=0, epochs=8, encoder_epochs=2, estimate_bootstrap=30, explain_neighbours=0)
+    plain = run(config, small_set(blobs))
+    assert plain.threshold == 0.5
+    np.testing.assert_array_equal(plain.flagged, plain.q_noisy > 0.5)
+    for name in ("noise_rate", "precision", "recall"):
+        assert 0.0 <= plain.estimates[name]["low"] <= plain.estimates[name]["high"] <= 1.0
+    assert "estimated precision" in plain.summary()
+    again = run(config, small_set(blobs))
+    assert again.estimates["precision"] == plain.estimates["precision"]  # seeded
+    strict = run(config.replace(target_precision=0.95), small_set(blobs))
+    np.testing.assert_array_equal(strict.q_noisy, plain.q_noisy)  # the cut moves, the scores do not
+    np.testing.assert_array_equal(strict.flagged, strict.q_noisy > strict.threshold)
+    assert strict.estimates["threshold"] == strict.threshold
+
+
+def test_targets_are_checked_at_the_boundary():
+    with pytest.raises(InputError, match="target_precision"):
+        check_config(DynaCorConfig(target_precision=1.5))
+    with pytest.raises(InputError, match="target_recall"):
+        check_config(DynaCorConfig(target_precision=0.9, target_recall=0.8))
+    with pytest.raises(InputError, match="noise_window"):
+        check_config(DynaCorConfig(noise_window=(0.5, 0.2)))
+    with pytest.raises(InputError, match="estimate_rows"):
+        check_config(DynaCorConfig(estimate_rows=0, target_recall=0.8))
+
+
+def test_target_precision_on_the_dev_worse_labels_keeps_its_promise(shared_data: Path, tmp_path: Path):
+    """`detect --target-precision 0.9` on CIFAR-10N worse labels: the flags' true precision is >= 0.85."""
+    out = tmp_path / "run"
+    code = main(["detect", "--features", str(shared_data / "cifar10_effl0_dev.npz"), "--labels-key", "worse_labels",
+                 "--target-precision", "0.9", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0
+    samples = pd.read_csv(out / "samples.csv")
+    record = json.loads((out / "run.json").read_text())
+    flagged = samples["flagged"].astype(bool)
+    assert record["threshold"] > 0.5 and int(flagged.sum()) == record["num_flagged"] > 100
+    np.testing.assert_array_equal(flagged, samples["noisy_score"] > record["threshold"] + 1e-6)
+    truly_noisy = samples["is_noisy"].astype(bool)
+    assert (flagged & truly_noisy).sum() / flagged.sum() >= 0.85
+    assert record["estimates"]["precision"]["value"] >= 0.9 - 1e-9
