@@ -19,7 +19,13 @@ from dynacor.data.featurefile import load_features
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.estimates import threshold_for_target
 from dynacor.method.pipeline import run
-from dynacor.runs.bench import DEFAULT_SETTINGS, SETTING_NAMES, load_setting_arrays, setting_labels, split_halves
+from dynacor.runs.bench import (
+    DEFAULT_SETTINGS,
+    SETTING_NAMES,
+    load_setting_arrays,
+    setting_labels,
+    split_halves,
+)
 
 QUANTITIES = ("noise_rate", "precision", "recall")
 GOALS = {"noise_rate": 5.0, "precision": 7.0, "recall": 7.0}  # points, on sym, inst and the human settings
