@@ -9,6 +9,9 @@ import pytest
 
 from dynacor.review.quality import (
     audit_order,
+    estimated_figures,
+    estimates_line,
+    quality_figures,
     quality_lines,
     queue_with_audit,
     review_quality,
@@ -100,3 +103,37 @@ def test_removed_samples_leave_the_denominator():
     # Flagged: 1 error in 2 decided, 2 undecided -> 1 error left; unflagged: 1 of 1 audited wrong,
     # 5 not audited -> 5 left; 9 samples kept after the removal.
     assert r["of"] == 9 and r["count"] == pytest.approx(6) and r["value"] == pytest.approx(6 / 9)
+
+
+ESTIMATES = {"noise_rate": {"value": 0.21, "low": 0.18, "high": 0.24}, "precision": {"value": 0.8, "low": 0.75, "high": 0.85},
+             "recall": {"value": 0.7, "low": 0.6, "high": 0.78}, "threshold": 0.5}  # fmt: skip
+
+
+def test_the_runs_own_estimates_as_one_line():
+    assert estimates_line(ESTIMATES) == (
+        "Estimated before review: precision 80% (75-85%), recall 70% (60-78%), noise rate 21% (18-24%)"
+    )
+    assert list(estimated_figures(ESTIMATES)) == ["precision", "recall", "noise_rate"]
+    # Runs without estimates, and figures a writer left incomplete, show nothing rather than fail.
+    assert estimates_line(None) is None and estimates_line({}) is None
+    assert estimates_line([1]) is None
+    partial = {"precision": {"value": 0.8}, "recall": {"value": None, "low": 0, "high": 1},
+               "noise_rate": {"value": 0.2, "low": 0.1, "high": 0.3}}  # fmt: skip
+    assert estimates_line(partial) == "Estimated before review: noise rate 20% (10-30%)"
+    # a cut that flags nothing has no precision
+    assert estimates_line({"precision": {"value": float("nan"), "low": 0, "high": 1}}) is None
+
+
+def test_the_quality_file_carries_the_estimates_as_strict_json():
+    import json
+
+    n = 10
+    latest = pd.DataFrame({"sample": ["1000"], "decision": ["accept"]})
+    quality = review_quality(frame(n, np.arange(n) < 4), latest)
+    nothing_flagged = {**ESTIMATES, "precision": {"value": float("nan"), "low": 0.0, "high": 1.0}}
+    figures = quality_figures("run-a", quality, nothing_flagged)
+    assert figures["run"] == "run-a" and figures["precision"] == quality["precision"]
+    assert figures["estimated_before_review"]["recall"] == ESTIMATES["recall"]
+    assert figures["estimated_before_review"]["precision"]["value"] is None
+    json.dumps(figures, allow_nan=False)  # no NaN token: every JSON reader takes the file
+    assert quality_figures("run-a", quality, None)["estimated_before_review"] is None

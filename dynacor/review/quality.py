@@ -159,3 +159,63 @@ def quality_lines(quality: dict) -> list[str]:
     elif u["value"] is None:
         lines.append("Turn the audit on to estimate the errors left among the unflagged samples.")
     return lines
+
+
+# What the detector estimated about itself before any review (run.json ``estimates``,
+# `dynacor.method.estimates.quality_at_cut`), in the order the pages read them.
+ESTIMATED = (("precision", "precision"), ("recall", "recall"), ("noise_rate", "noise rate"))
+
+
+def estimated_figures(estimates: object) -> dict[str, tuple[float, float, float]]:
+    """The run's own estimates as ``{field: (value, low, high)}`` (fractions), in `ESTIMATED`'s
+    order; empty when the run has none.
+
+    Figures that are missing or not finite numbers are left out rather than failing: runs written
+    before the estimates existed, and a cut that flags nothing (precision undefined), must still
+    open.
+    """
+    if not isinstance(estimates, dict):
+        return {}
+    out = {}
+    for field, _ in ESTIMATED:
+        figure = estimates.get(field)
+        if not isinstance(figure, dict):
+            continue
+        try:
+            value, low, high = (float(figure[k]) for k in ("value", "low", "high"))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if all(map(math.isfinite, (value, low, high))):
+            out[field] = (value, low, high)
+    return out
+
+
+def estimates_line(estimates: object) -> str | None:
+    """The run's own estimates as one sentence (``Estimated before review: precision 80% (75-85%),
+    ...``); None when it has none."""
+    figures = estimated_figures(estimates)
+    words = dict(ESTIMATED)
+    parts = [
+        f"{words[field]} {100 * v:.0f}% ({100 * lo:.0f}-{100 * hi:.0f}%)"
+        for field, (v, lo, hi) in figures.items()
+    ]
+    return "Estimated before review: " + ", ".join(parts) if parts else None
+
+
+def quality_figures(run: str, quality: dict, estimates: object) -> dict:
+    """What the Export page's quality JSON holds: the figures the review measured
+    (`review_quality`) and the run's own estimates at its cut (run.json ``estimates``, None when
+    it has none) under ``estimated_before_review``. Non-finite numbers become null, so the file is
+    strict JSON."""
+
+    def finite(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    own = estimates if isinstance(estimates, dict) else None
+    return finite({"run": run, **quality, "estimated_before_review": own})
