@@ -44,7 +44,10 @@ def main() -> None:
             result = run(DynaCorConfig(seed=seed), data.with_labels(given))
             name = f"{args.half}-{setting.replace(':', '_')}-{seed}.npz"
             np.savez(out / name, q_all=result.q_noisy_all, n=result.num_samples,
-                     is_noisy=given != data.clean_labels, suggested=result.suggested_labels)  # fmt: skip
+                     is_noisy=given != data.clean_labels, suggested=result.suggested_labels,
+                     suggested_prob=result.suggested_prob, given=given, copy_pair=result.copy_pair,
+                     copy_labels=result.copy_labels, margins_all=result.margins_all,
+                     representations_all=result.representations_all)  # fmt: skip
             print(name, result.summary(), flush=True)
 
 

@@ -151,6 +151,12 @@ def test_run_review_export_in_a_browser(server):
         page.get_by_label("Your name (stored with every decision)").fill("browser-test")
         page.get_by_role("button", name="Start reviewing").click()
         seen = [card_id(page)]
+        # Why was this flagged: the curve against the clusters' means, neighbours, exemplars of
+        # the given class (the suggested class's show when it differs: checked in tests/test_app.py).
+        page.get_by_text("Why was this flagged?").wait_for()
+        page.get_by_text("Nearest in feature space:").first.wait_for()
+        expect(page.get_by_text("(given)").first).to_be_visible()
+        expect(page.locator(".js-plotly-plot").first).to_be_visible()
         shot(page, "5-review")
         for key in ("k", "a", "x"):
             page.locator("h1").first.click()  # focus on the page, not on an input
