@@ -175,7 +175,12 @@ def set_cut(run_dir: str | Path, threshold: float) -> dict:
     frame = load_samples(run_dir)
     if "noisy_score" not in frame:
         raise InputError(run_dir / "samples.parquet", "noisy_score", "present (a DynaCor run)", "absent")
-    scores = frame["noisy_score"].to_numpy(dtype=np.float64)
+    try:
+        # The curve's cuts are between the scores as the run computed them: scores.npy keeps them
+        # whole, while the table rounds them to 6 decimals, where a cut can land inside a tie.
+        scores = load_array(run_dir, "scores")[: len(frame)].astype(np.float64)
+    except MissingError:
+        scores = frame["noisy_score"].to_numpy(dtype=np.float64)
     flagged = scores > threshold
     frame["flagged"] = flagged.astype(np.int8)
     if "cluster" in frame:
