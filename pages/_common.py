@@ -113,8 +113,11 @@ def _mtime(path: Path) -> int:
         return 0
 
 
+# The cached readers below take the file's mtime as ``mtime_key`` so that a rewritten file (a
+# moved cut rewrites samples.parquet and run.json) is read again. No leading underscore:
+# st.cache_data leaves such arguments out of its key.
 @st.cache_data(max_entries=4, show_spinner=False)
-def _samples(path: str, _mtime_key: int):
+def _samples(path: str, mtime_key: int):
     return runstore.load_samples(path)
 
 
@@ -125,7 +128,7 @@ def samples(name: str):
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _run_info(path: str, _mtime_key: int) -> dict:
+def _run_info(path: str, mtime_key: int) -> dict:
     return runstore.read_run(path)
 
 
@@ -135,7 +138,7 @@ def run_info(name: str) -> dict:
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _array(path: str, which: str, _mtime_key: int):
+def _array(path: str, which: str, mtime_key: int):
     return runstore.load_array(path, which)
 
 
@@ -145,7 +148,7 @@ def array(name: str, which: str):
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _flagged(path: str, _mtime_key: int):
+def _flagged(path: str, mtime_key: int):
     return review.flagged_sorted(runstore.load_samples(path))
 
 
@@ -174,10 +177,11 @@ def start_run(make_request, label: str) -> None:
 
 def shared_queue(name: str) -> str:
     """The run's review key, after making sure the store holds the run's queue (its flagged
-    samples, most confidently noisy first) that leases split between annotators. Once per session
-    and run: `ReviewStore.set_queue` hashes every key to see whether the queue changed."""
+    samples, most confidently noisy first) that leases split between annotators. Once per session,
+    run and cut (`ReviewStore.set_queue` hashes every key to see whether the queue changed): moving
+    the cut rewrites samples.parquet, so every session sets the new queue on its next page."""
     run_key = review_key(name)
-    marker = f"queue_set::{run_key}"
+    marker = f"queue_set::{run_key}::{_mtime(run_dir(name) / 'samples.parquet')}"
     if not st.session_state.get(marker):
         review_store().set_queue(run_key, flagged(name)["key"].tolist())
         st.session_state[marker] = True
@@ -189,7 +193,7 @@ AUDIT_SIZE = 2000
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _audit(path: str, run_key: str, _mtime_key: int):
+def _audit(path: str, run_key: str, mtime_key: int):
     return review.audit_order(runstore.load_samples(path), run_key).head(AUDIT_SIZE)
 
 
@@ -200,7 +204,7 @@ def audit_cards(name: str):
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _explain(path: str, _mtime_key: int):
+def _explain(path: str, mtime_key: int):
     frame = runstore.load_samples(path)
     means = signs = None
     try:  # baselines run through `detect --method` may have no dynamics: the card goes without the curve
