@@ -42,6 +42,8 @@ frame = safe(samples, name)
 latest = review_store().latest_decisions(review_key(name))
 export = review.final_labels(frame, latest, class_names(name))
 quality = review.review_quality(frame, latest, audit_cards(name)["key"])
+estimates = run_info(name).get("estimates")  # the detector's own figures at the run's cut, if any
+estimated = review.estimates_line(estimates)
 decided = int((export["decision"] != "").sum())
 removed = int((export["decision"] == "remove").sum())
 changed = int(((export["final_label"] != export["given_label"]) & export["final_label"].notna()).sum())
@@ -56,7 +58,7 @@ st.caption(
 )
 
 st.subheader("Quality measured by the review")
-for line in review.quality_lines(quality):
+for line in review.quality_lines(quality) + ([estimated] if estimated else []):
     st.markdown(f"- {line}")
 
 c1, c2, c3 = st.columns(3)
@@ -66,7 +68,8 @@ buffer = io.BytesIO()
 export.to_parquet(buffer, index=False)
 c2.download_button("Download Parquet", buffer.getvalue(), file_name=f"{name}-labels.parquet",
                    mime="application/vnd.apache.parquet", key="download_parquet")  # fmt: skip
-c3.download_button("Download the quality figures (JSON)", json.dumps({"run": name, **quality}, indent=2).encode("utf-8"),
+figures = review.quality_figures(name, quality, estimates)
+c3.download_button("Download the quality figures (JSON)", json.dumps(figures, indent=2).encode("utf-8"),
                    file_name=f"{name}-quality.json", mime="application/json", key="download_quality")  # fmt: skip
 
 st.subheader("Hand it to other tools")

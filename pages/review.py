@@ -46,6 +46,7 @@ frame = safe(samples, name)
 names = class_names(name)
 queue_all = safe(flagged, name)
 source = run_info(name).get("source") or {}
+estimated = review.estimates_line(run_info(name).get("estimates"))  # the detector's own, if any
 store = review_store()
 run_key = shared_queue(name)
 num_classes = len(names) if names else int(max(frame["given_label"].max(), frame["suggested_label"].max())) + 1
@@ -148,6 +149,8 @@ def quality_header() -> None:
     latest = store.latest_decisions(run_key)
     quality = review.review_quality(frame, latest, audit_cards(name)["key"])
     st.caption(" · ".join(review.quality_lines(quality)))
+    if estimated:
+        st.caption(estimated)
 
 
 def shared_card(filtered: bool):

@@ -138,7 +138,7 @@ def test_run_page_starts_a_run_and_refuses_a_second_one(env, tmp_path):
 def test_training_page_shows_curves_and_failed_runs(env):
     at = open_page("training", current_run=RUN)
     no_exception(at)
-    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("plotly_chart")) == 3  # classifier, encoder, estimated precision-recall
     assert any("flagged" in s.value for s in at.success)
     kept_initial = runstore.read_run(env / RUN)["chosen_epoch"] == 0
     assert ("kept the encoder's initial state" in texts(at)) == kept_initial  # said exactly when so
@@ -149,6 +149,176 @@ def test_training_page_shows_curves_and_failed_runs(env):
     no_exception(at)
     assert any("must be present" in e.value for e in at.error)
     assert any("Traceback: boom" in c.value for c in at.code)
+
+
+def set_estimates(runs: Path, estimates: dict | None) -> None:
+    """run.json with other estimates (None: as a run without them), the rest as the engine wrote it."""
+    import json
+
+    path = runs / RUN / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "estimates": estimates}))
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_training_page_shows_the_runs_estimates_beside_the_truth(env):
+    info = runstore.read_run(env / RUN)
+    estimates = info["estimates"]
+    assert estimates is not None, "the fixture run (DynaCor, mlp head) records its estimates"
+    at = open_page("training", current_run=RUN)
+    no_exception(at)
+    shown = metrics(at)
+    for field, words in review.quality.ESTIMATED:
+        e = estimates[field]
+        assert shown[f"Estimated {words}"] == f"{100 * e['value']:.0f}%"
+        assert f"interval {100 * e['low']:.0f}-{100 * e['high']:.0f}%" in texts(at)
+        assert shown[f"True {words} (clean labels)"] == f"{100 * info['metrics'][field]:.0f}%"
+    assert "without ground truth" in texts(at) and "docs/ESTIMATES.md" in texts(at)
+    curve = at.get("plotly_chart")[-1].proto.spec
+    assert '"estimated"' in curve and '"true (clean labels)"' in curve and "the run's cut" in curve
+    assert at.button(key="use_cut").disabled  # the slider starts on the run's own cut
+
+
+def test_moving_the_cut_on_the_training_page_moves_the_flags_and_the_review_queue(env):
+    store = ReviewStore(runs_root=env)
+    before = runstore.read_run(env / RUN)
+    curve = before["estimates"]["curve"]
+    at = open_page("review", current_run=RUN, annotator="alice")  # this session sets the queue
+    no_exception(at)
+    at.button(key="act_accept").click().run()
+    assert store.queue_progress(run_key(env))["queued"] == before["num_flagged"]
+
+    at.switch_page("pages/training.py").run()
+    no_exception(at)
+    slider = at.select_slider(key=f"cut_point::{run_key(env)}")
+    now = slider.value
+    assert now > 0, "the fixture's curve has a point flagging fewer samples than the run's cut"
+    slider.set_value(0).run()  # the point flagging fewest
+    no_exception(at)
+    assert f"This point: {round(curve['flagged_share'][0] * 300)} flagged" in texts(at)
+    assert "This run has review decisions on 1 sample." in texts(at)
+    at.button(key="use_cut").click().run()
+    no_exception(at)
+    after = runstore.read_run(env / RUN)
+    flagged_now = runstore.load_samples(env / RUN)["flagged"].astype(bool)
+    assert after["threshold"] == after["estimates"]["threshold"] == curve["threshold"][0]
+    assert int(flagged_now.sum()) == after["num_flagged"] == round(curve["flagged_share"][0] * 300)
+    assert after["num_flagged"] < before["num_flagged"]
+    assert "The cut moved to" in texts(at) and at.button(key="use_cut").disabled
+    assert store.queue_progress(run_key(env))["queued"] == after["num_flagged"]  # the team's queue
+
+    at.switch_page("pages/review.py").run()  # the same session: its queue and counts follow the cut
+    no_exception(at)
+    total = at.get("progress")[0].proto.text.split(" / ")[1].split("**")[0]
+    assert int(total.replace(",", "")) == after["num_flagged"]
+    assert review.estimates_line(after["estimates"]) in texts(at)
+
+
+def test_an_open_review_follows_a_cut_moved_elsewhere(env):
+    """Another session (or the Python API) moves the cut: this session's next run reads the new
+    flags (the caches key on the files' times) and sets the team's queue to them."""
+    at = open_page("review", current_run=RUN, annotator="alice")
+    no_exception(at)
+    curve = runstore.read_run(env / RUN)["estimates"]["curve"]
+    runstore.set_cut(env / RUN, curve["threshold"][0])
+    at.run()
+    no_exception(at)
+    moved = runstore.read_run(env / RUN)["num_flagged"]
+    assert at.get("progress")[0].proto.text.startswith(f"**0 / {moved:,}**")
+    assert ReviewStore(runs_root=env).queue_progress(run_key(env))["queued"] == moved
+
+
+def test_a_target_precision_moves_the_slider_to_the_cut_that_meets_it(env):
+    from dynacor.method.estimates import threshold_for_target
+
+    curve = runstore.read_run(env / RUN)["estimates"]["curve"]
+    at = open_page("training", current_run=RUN)
+    at.number_input(key=f"cut_target::{run_key(env)}").set_value(99).run()
+    no_exception(at)
+    wanted, _ = threshold_for_target(curve, target_precision=0.99)
+    slider = at.select_slider(key=f"cut_point::{run_key(env)}")
+    assert slider.value == curve["threshold"].index(wanted)
+    assert runstore.read_run(env / RUN)["threshold"] == 0.5  # nothing moves before "Use this cut"
+
+
+def test_only_an_admin_moves_the_cut(env):
+    from tests.test_app_auth import ANN, LEAD, SECRETS
+
+    def signed_in(user: str) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.secrets.update(SECRETS)
+        at.user = {"is_logged_in": True, "email": user, "sub": f"sub-{user}"}
+        at.session_state["current_run"] = RUN
+        at.switch_page("pages/training.py")
+        at.run()
+        at.select_slider(key=f"cut_point::{run_key(env)}").set_value(0).run()
+        no_exception(at)
+        return at
+
+    at = signed_in(ANN)
+    assert at.button(key="use_cut").disabled and "Only an admin can move the cut." in texts(at)
+    at = signed_in(LEAD)
+    assert not at.button(key="use_cut").disabled
+    at.button(key="use_cut").click().run()
+    assert runstore.read_run(env / RUN)["threshold"] != 0.5
+
+
+def test_a_run_without_estimates_shows_none_and_no_error(env):
+    set_estimates(env, None)
+    for page in ("training", "review", "export"):
+        at = open_page(page, current_run=RUN, annotator="alice")
+        no_exception(at)
+        assert "Estimated" not in texts(at)
+        assert not any(m.label.startswith("Estimated") for m in at.metric)
+    assert len(open_page("training", current_run=RUN).get("plotly_chart")) == 2  # no curve
+
+
+def test_review_header_shows_the_runs_estimates_beside_the_measured_precision(env):
+    estimates = runstore.read_run(env / RUN)["estimates"]
+    at = open_page("review", current_run=RUN, annotator="alice")
+    no_exception(at)
+    before = review.estimates_line(estimates)
+    assert before.startswith("Estimated before review: precision")
+    assert before in texts(at) and "Precision of the flags: no decision yet." in texts(at)
+    for button in ("act_accept", "act_accept", "act_keep"):
+        at.button(key=button).click().run()
+    no_exception(at)
+    low, high = review.wilson_interval(2, 3)
+    measured = f"Precision of the flags, measured: 67% ({100 * low:.0f}-{100 * high:.0f}%, from 3 decisions)"
+    assert measured in texts(at) and before in texts(at)
+
+
+def test_export_page_shows_and_downloads_the_runs_estimates(env, monkeypatch):
+    import json
+
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    downloads = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def keep(self, path_or_data, mimetype, kind, filename=None):  # the real storage, watched
+        downloads[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    estimates = runstore.read_run(env / RUN)["estimates"]
+    samples = runstore.load_samples(env / RUN)
+    flagged_ids = samples.loc[samples["flagged"].astype(bool), "id"].astype(str).tolist()
+    store = ReviewStore(runs_root=env)
+    for key, decision in zip(flagged_ids[:4], ["accept", "accept", "accept", "keep"], strict=True):
+        store.record_decision(run_key(env), key, decision, 0, "ann")
+    at = open_page("export", current_run=RUN)
+    no_exception(at)
+    shown = texts(at)
+    assert "Precision of the flags, measured: 75%" in shown
+    assert review.estimates_line(estimates) in shown
+    figures = json.loads(downloads[f"{RUN}-quality.json"])
+    assert figures["precision"]["errors"] == 3 and figures["precision"]["decided"] == 4
+    assert figures["estimated_before_review"] == estimates
+    header = downloads[f"{RUN}-labels.csv"].decode("utf-8").splitlines()[0].split(",")
+    assert header[: len(review.EXPORT_COLUMNS)] == review.EXPORT_COLUMNS  # labels: unchanged
 
 
 def test_clusters_page_draws_the_map_once_and_caches_it(env):
