@@ -71,6 +71,7 @@ def test_moving_the_cut_up_flags_fewer_and_the_run_records_it(run_dir):
         and info["num_flagged"] == int(flagged.sum()) < before["num_flagged"]
     )
     assert info["num_flagged"] == round(shares[k] * len(table))  # the curve's point, exactly
+    assert f"{info['num_flagged']} flagged" in info["summary"] and f"at q > {threshold:.4f}" in info["summary"]
     assert (table["cluster"] == np.where(flagged, "noisy", "clean")).all()
     csv = pd.read_csv(run_dir / "samples.csv")
     np.testing.assert_array_equal(csv["flagged"].astype(bool), flagged)
@@ -101,9 +102,10 @@ def test_moving_the_cut_back_gives_the_runs_own_flags(run_dir, made):
     for name in ("noise_rate", "precision", "recall"):
         assert info["estimates"][name]["value"] == pytest.approx(before["estimates"][name]["value"])
     assert info["metrics"] == pytest.approx(before["metrics"], nan_ok=True)
+    assert info["summary"].split(", ")[:3] == before["summary"].split(", ")[:3]  # the run's own line again
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.7", None])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.7", None, True])
 def test_a_bad_threshold_is_refused_and_nothing_changes(run_dir, bad):
     table = (run_dir / "samples.parquet").read_bytes()
     record = (run_dir / "run.json").read_bytes()

@@ -136,23 +136,10 @@ class Result:
         return frame
 
     def summary(self) -> str:
-        """One line: counts, chosen epoch, F1 when known, time."""
-        n = self.num_samples
-        k = int(self.flagged.sum())
-        parts = [f"{n} samples", f"{k} flagged ({100.0 * k / max(n, 1):.1f}%)"]
-        if self.threshold != 0.5:
-            parts[-1] += f" at q > {self.threshold:.4f}"
-        parts.append(f"encoder epoch {self.chosen_epoch}/{len(self.encoder_epochs) - 1}")
-        if self.estimates is not None:
-            parts.append(estimates_text(self.estimates))
-        if self.metrics is not None:
-            m = self.metrics
-            parts.append(
-                f"F1 {100 * m['f1']:.1f} (P {100 * m['precision']:.1f}, R {100 * m['recall']:.1f}, "
-                f"AUROC {100 * m['auroc']:.1f}, noise {100 * m['noise_rate']:.1f}%)"
-            )
-        parts.append(f"{self.timings.get('total', float('nan')):.1f} s")
-        return ", ".join(parts)
+        """One line: counts, the cut, chosen epoch, estimates, F1 when known, time."""
+        return summary_text(self.num_samples, int(self.flagged.sum()), self.threshold, self.chosen_epoch,
+                            len(self.encoder_epochs), self.estimates, self.metrics,
+                            self.timings.get("total", float("nan")))  # fmt: skip
 
 
 def run(
@@ -429,6 +416,23 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         estimates=estimates,
         estimate_parts=estimate_parts,
     )
+
+
+def summary_text(num_samples: int, num_flagged: int, threshold: float, chosen_epoch: int, encoder_epochs: int,
+                 estimates: dict | None, metrics: dict | None, seconds: float) -> str:  # fmt: skip
+    """A run's one-line summary (the CLI's last line; rebuilt from run.json when the cut moves)."""
+    parts = [f"{num_samples} samples", f"{num_flagged} flagged ({100.0 * num_flagged / max(num_samples, 1):.1f}%)"]
+    if threshold != 0.5:
+        parts[-1] += f" at q > {threshold:.4f}"
+    parts.append(f"encoder epoch {chosen_epoch}/{encoder_epochs - 1}")
+    if estimates is not None:
+        parts.append(estimates_text(estimates))
+    if metrics is not None:
+        m = metrics
+        parts.append(f"F1 {100 * m['f1']:.1f} (P {100 * m['precision']:.1f}, R {100 * m['recall']:.1f}, "
+                     f"AUROC {100 * m['auroc']:.1f}, noise {100 * m['noise_rate']:.1f}%)")  # fmt: skip
+    parts.append(f"{seconds:.1f} s")
+    return ", ".join(parts)
 
 
 def estimates_text(estimates: dict) -> str:

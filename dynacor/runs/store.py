@@ -166,11 +166,11 @@ def set_cut(run_dir: str | Path, threshold: float) -> dict:
     flags with the old record, which the next call (or a re-run of this one) repairs.
     """
     from dynacor.method.estimates import quality_at_cut
-    from dynacor.method.pipeline import _seed_streams
+    from dynacor.method.pipeline import _seed_streams, summary_text
 
     run_dir = Path(run_dir)
     info = read_run(run_dir)
-    if not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
         raise InputError("cut", "threshold", "a finite number", repr(threshold))
     frame = load_samples(run_dir)
     if "noisy_score" not in frame:
@@ -204,6 +204,9 @@ def set_cut(run_dir: str | Path, threshold: float) -> dict:
     _write_samples(run_dir, frame)
     info = {**info, "threshold": float(threshold), "estimates": estimates, "num_flagged": int(flagged.sum()),
             "metrics": metrics}  # fmt: skip
+    encoder_epochs = len(load_epochs(run_dir, "encoder")) if (run_dir / "encoder_epochs.csv").exists() else 1
+    info["summary"] = summary_text(len(frame), int(flagged.sum()), float(threshold), int(info.get("chosen_epoch", 0)),
+                                   encoder_epochs, estimates, metrics, float(info.get("timings", {}).get("total", 0.0)))  # fmt: skip
     atomic.write_json(run_dir / "run.json", info)
     return info
 
