@@ -41,6 +41,18 @@ def blobs_npz(tmp_path: Path, blobs: dict) -> Path:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test, restored after: small heads train faster and the same
+    way beside other jobs than on threads that fight for two cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "cifar10_effl0_dev.npz").exists():
         pytest.skip(f"needs the shared dev data at {SHARED_DATA} (not present on this machine)")

@@ -24,11 +24,8 @@ def blobs() -> dict:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here trains small heads: one thread each (see conftest)."""
 
 
 def _check_output(flagged: np.ndarray, score: np.ndarray, n: int) -> None:

@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from dynacor import baselines
@@ -27,11 +26,8 @@ SMALL = DynaCorConfig(epochs=8, hidden=64, batch_size=64, lr=0.02, num_threads=1
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here trains small heads: one thread each (see conftest)."""
 
 
 # CL's logistic regression ------------------------------------------------------------------
