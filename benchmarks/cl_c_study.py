@@ -1,0 +1,63 @@
+"""Which inverse regularisation ``C`` makes confident learning's logistic regression a fair
+baseline? A study on the dev file's tuning half only (`dynacor.runs.bench.split_halves`, seed
+12345), so the reported half stays unseen.
+
+    python benchmarks/cl_c_study.py [--cs 0.001,0.01,0.1,1] [--seeds 0]
+
+For each C, noise setting and seed: 5-fold cross-validated probabilities
+(`dynacor.baselines.confident_learning.cross_val_probs`), cleanlab's `find_label_issues`, F1 of the
+noisy class against the truth, and the probabilities' held-out accuracy against the given labels.
+Prints one JSON line per cell and a table of F1 (%) per setting and the average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dynacor.baselines.confident_learning import confident_learning, cross_val_probs
+from dynacor.data.featurefile import load_features
+from dynacor.method.metrics import detection_metrics
+from dynacor.runs.bench import DEFAULT_SETTINGS, load_setting_arrays, setting_labels, split_halves
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", default=str(ROOT.parent / "shared" / "data" / "cifar10_effl0_dev.npz"))
+    parser.add_argument("--cs", default="0.001,0.01,0.1,1")
+    parser.add_argument("--seeds", default="0")
+    args = parser.parse_args()
+    path = Path(args.features)
+    data = load_features(path, "labels", needs_clean=True)
+    settings = DEFAULT_SETTINGS.split(",")
+    extra = load_setting_arrays(path, settings, data)
+    keep = split_halves(data.num_samples)["tune"]
+    data = data.subset(keep)
+    extra = {k: v[keep] for k, v in extra.items()}
+    table: dict[float, dict[str, list[float]]] = {}
+    for c in (float(v) for v in args.cs.split(",")):
+        for setting in settings:
+            for seed in (int(s) for s in args.seeds.split(",")):
+                given = setting_labels(data, setting, seed, extra)
+                probs = cross_val_probs(data.features, given, data.num_classes, seed=seed, c=c)
+                flagged, score = confident_learning(data.features, given, data.num_classes, pred_probs=probs)
+                m = detection_metrics(flagged, given != data.clean_labels, score)
+                table.setdefault(c, {}).setdefault(setting, []).append(100 * m["f1"])
+                print(json.dumps({"C": c, "setting": setting, "seed": seed, "f1": round(100 * m["f1"], 2),
+                                  "auroc": round(100 * m["auroc"], 2),
+                                  "heldout_accuracy": round(100 * float(np.mean(probs.argmax(1) == given)), 2)}),
+                      flush=True)  # fmt: skip
+    print("\n| C | " + " | ".join(settings) + " | avg |")
+    print("|---|" + "---|" * (len(settings) + 1))
+    for c, cells in table.items():
+        means = [float(np.mean(cells[s])) for s in settings]
+        print(f"| {c:g} | " + " | ".join(f"{m:.1f}" for m in means) + f" | {np.mean(means):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
