@@ -31,6 +31,18 @@ def window_epochs(window: tuple[float, float], epochs: int) -> tuple[int, int]:
     return first, max(first + 1, min(epochs, int(round(window[1] * epochs))))
 
 
+def choose_rows(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """The originals the estimates read: all ``n`` up to ``limit``, else ``limit`` drawn at random.
+
+    Returns
+    -------
+    (R,) int64, sorted, R = min(n, limit)
+    """
+    if n <= limit:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(rng.choice(n, limit, replace=False)).astype(np.int64)
+
+
 def _thresholds(given: np.ndarray, self_prob: np.ndarray, weights: np.ndarray, num_classes: int) -> np.ndarray:
     """(C,) each class's mean probability of itself over the samples given that class."""
     total = np.bincount(given, weights=weights, minlength=num_classes)

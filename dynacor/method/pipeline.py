@@ -20,6 +20,7 @@ from dynacor.method.device import pick_device, set_threads
 from dynacor.method.dynamics import encoder_input, margin_signs
 from dynacor.method.encoder import fit_encoder
 from dynacor.method.estimates import (
+    choose_rows,
     estimated_curve,
     noise_rate_draws,
     off_diagonal,
@@ -51,11 +52,13 @@ class Result:
     q_noisy : (N,) float32, noisy score
     flagged : (N,) bool, ``q_noisy > threshold``
     threshold : the cut: 0.5 (the paper's) unless a target precision or recall chose another
-    estimates : the self-estimates of the cut (`dynacor.method.estimates.estimate_quality`:
+    estimates : the self-estimates of the cut (`dynacor.method.estimates.quality_at_cut`:
         ``noise_rate``, ``precision``, ``recall``, each ``{value, low, high}``) and
         ``curve`` (`estimated_curve`), or None when the classifier recorded no early softmax
     estimate_parts : what another cut's estimates need (`dynacor.method.estimates.quality_at_cut`):
-        ``rows`` (R,) the originals read, ``off`` (R,) bool, ``eta_draws`` (B,)
+        ``rows`` (R,) the originals read, ``off`` (R,) bool, ``eta_draws`` (B,); and
+        ``window_probs`` (2, R, C), the early softmax itself, so the run's dynamics can be judged
+        again (``dynacor detect --dynamics RUN_DIR``)
     clean_labels : (N,) int64 or None
     copy_pair : (M,) int64, the original of each copy; copy_labels : (M,) int64
     margins_all : (S, E) float32 raw margins; q_noisy_all : (S,); representations_all : (S, K) float16
@@ -194,11 +197,8 @@ def run(
         raise Cancelled("cancelled before training")
 
     # Classifier and dynamics; the self-estimates read a random subset of the originals when N is large.
-    estimate_rows = None
-    if config.estimate_rows > 0 and config.classifier == "mlp":
-        estimate_rows = (np.arange(n) if n <= config.estimate_rows
-                         else np.sort(estimate_rng.choice(n, config.estimate_rows, replace=False)))  # fmt: skip
-    windows = (window_epochs(config.noise_window, config.epochs), window_epochs(config.recall_window, config.epochs))
+    estimate_rows = choose_rows(n, config.estimate_rows, estimate_rng) if config.estimate_rows > 0 else None
+    windows = estimate_windows(config, config.epochs)
     t = _stage_start(emit, "classifier", total=config.epochs)
     on_epoch = lambda e: emit("classifier_epoch", of=config.epochs, **e)  # noqa: E731
     if config.classifier == "mlp":
@@ -212,7 +212,8 @@ def run(
             estimate_rows=estimate_rows, estimate_windows=windows,
         )  # fmt: skip
     else:
-        head = _train_from_scratch(config, data, labels_all, copies.pair, head_gen, device, on_epoch, stop_check)
+        head = _train_from_scratch(config, data, labels_all, copies.pair, head_gen, device, on_epoch, stop_check,
+                                   estimate_rows, windows)  # fmt: skip
     timings["classifier"] = _stage_end(emit, "classifier", t)
 
     dynamics = Dynamics(
@@ -360,7 +361,8 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         estimates = quality_at_cut(q[rows], off, eta, eta_draws, threshold, rng=estimate_rng,
                                    margin=config.estimate_margin)
         estimates["curve"] = curve
-        estimate_parts = {"rows": rows, "off": off, "eta_draws": eta_draws}
+        estimate_parts = {"rows": rows, "off": off, "eta_draws": eta_draws,
+                          "window_probs": np.asarray(dynamics.window_probs)}  # fmt: skip
     elif targeted:
         from dynacor.errors import InputError
 
@@ -445,20 +447,36 @@ def estimates_text(estimates: dict) -> str:
     return f"estimated precision {one('precision')}, recall {one('recall')}, noise rate {one('noise_rate')}"
 
 
+def estimate_windows(config: DynaCorConfig, epochs: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The noise and recall windows as epochs ``[first, stop)`` of ``epochs`` (the classifier's)."""
+    return window_epochs(config.noise_window, epochs), window_epochs(config.recall_window, epochs)
+
+
+def recorded_estimate_rows(num_originals: int, config: DynaCorConfig) -> np.ndarray | None:
+    """(R,) int64 originals whose early softmax a training loop outside `run` keeps for the
+    self-estimates (`dynacor.record.Recorder`), chosen as `run` chooses them but from the seed's
+    stream [5]: `detect` draws the bootstrap from a fresh [4]. None when ``estimate_rows`` is 0."""
+    if config.estimate_rows == 0:
+        return None
+    return choose_rows(num_originals, config.estimate_rows, np.random.default_rng(_seed_streams(config.seed)[5]))
+
+
 def _seed_streams(seed: int) -> list[np.random.SeedSequence]:
     """The run's independent random streams: [0] unused (it drew the synthetic noise before
     `synthetic_labels` took that over; kept so the others draw what they always drew), [1] the
-    copies, [2] the classifier, [3] the encoder, [4] the self-estimates' rows and bootstrap.
-    `run` and `detect` both derive them here (a child is fixed by its index: adding [4] changed
-    none of the others)."""
-    return np.random.SeedSequence(seed).spawn(5)
+    copies, [2] the classifier, [3] the encoder, [4] the self-estimates' rows and bootstrap,
+    [5] the rows of a recording's self-estimates (`recorded_estimate_rows`). `run` and `detect`
+    both derive them here (a child is fixed by its index: adding [4] and [5] changed none of the
+    others)."""
+    return np.random.SeedSequence(seed).spawn(6)
 
 
 def _torch_generator(stream: np.random.SeedSequence) -> torch.Generator:
     return torch.Generator().manual_seed(int(stream.generate_state(1)[0]))
 
 
-def _train_from_scratch(config, data, labels_all, pair, generator, device, on_epoch, stop_check) -> HeadDynamics:
+def _train_from_scratch(config, data, labels_all, pair, generator, device, on_epoch, stop_check, estimate_rows,
+                        windows) -> HeadDynamics:  # fmt: skip
     """Dynamics of a network trained from scratch on the images (copies: random crops, pad 4)."""
     from dynacor.errors import InputError
     from dynacor.method.scratch import train_scratch
@@ -475,10 +493,10 @@ def _train_from_scratch(config, data, labels_all, pair, generator, device, on_ep
         weight_decay=config.weight_decay, momentum=config.momentum, seed=generator,
         arch=config.classifier.removeprefix("scratch-"), schedule=config.schedule, record=config.record,
         late_epochs=config.late_epochs, on_epoch=lambda e: on_epoch({"accuracy": e.get("acc"), **e}),
-        cancel=stop_check, device=device,
+        cancel=stop_check, device=device, estimate_rows=estimate_rows, estimate_windows=windows,
     )  # fmt: skip
-    return HeadDynamics(margins=trained.margins, prob_given=trained.prob_given,
-                        late_probs=trained.late_probs, epochs=trained.log)  # fmt: skip
+    return HeadDynamics(margins=trained.margins, prob_given=trained.prob_given, late_probs=trained.late_probs,
+                        epochs=trained.log, window_probs=trained.window_probs)  # fmt: skip
 
 
 def library_versions() -> dict[str, str]:

@@ -39,6 +39,8 @@ class ScratchResult:
     log : one dict per epoch: ``epoch``, ``loss``, ``acc`` (agreement with the given labels),
         ``lr``, ``seconds``
     copy_images : (M, H, W, 3) uint8, the copies' inputs (crops of their originals)
+    window_probs : (W, R, C) float32 or None, softmax of the ``estimate_rows`` originals averaged
+        over each of the ``estimate_windows`` (the self-estimates read them)
     """
 
     margins: np.ndarray
@@ -46,6 +48,7 @@ class ScratchResult:
     late_probs: np.ndarray
     log: list[dict] = field(default_factory=list)
     copy_images: np.ndarray | None = None
+    window_probs: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +154,8 @@ def train_scratch(
     on_epoch: Callable[[dict], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     device: str | torch.device = "cpu",
+    estimate_rows: np.ndarray | None = None,
+    estimate_windows: tuple[tuple[int, int], ...] = (),
 ) -> ScratchResult:
     """Train a network from scratch on originals and copies; record each sample's margin per epoch.
 
@@ -173,10 +178,13 @@ def train_scratch(
     on_epoch : receives each epoch's log dict
     cancel : polled after each batch; True raises `dynacor.errors.Cancelled`
     device : where to train
+    estimate_rows : (R,) int64 originals whose softmax is averaged over each of
+        ``estimate_windows`` (``[first, stop)`` epochs) into ``window_probs``, as the MLP head does
 
     Returns
     -------
-    ScratchResult (margins (N+M, E), prob_given (N+M, E), late_probs (N, C), log, copy_images)
+    ScratchResult (margins (N+M, E), prob_given (N+M, E), late_probs (N, C), log, copy_images,
+    window_probs)
     """
     images = np.asarray(images)
     labels_all = np.asarray(labels_all, dtype=np.int64)
@@ -215,6 +223,13 @@ def train_scratch(
     late = max(1, min(late_epochs, epochs))
     late_sum = np.zeros((n, num_classes), dtype=np.float64)
     log: list[dict] = []
+    windows = [(a, b) for a, b in estimate_windows] if estimate_rows is not None else []
+    # position of each training row among the estimate rows, -1 for the others (and the copies)
+    estimate_pos = np.full(total, -1, dtype=np.int64)
+    window_sums = None
+    if windows:
+        estimate_pos[np.asarray(estimate_rows, dtype=np.int64)] = np.arange(len(estimate_rows))
+        window_sums = np.zeros((len(windows), len(estimate_rows), num_classes), dtype=np.float64)
 
     def prepare(idx: torch.Tensor, train: bool) -> torch.Tensor:
         x = pixels[idx].float().div_(255.0)
@@ -231,6 +246,13 @@ def train_scratch(
         if epoch >= epochs - late:
             orig = i < n
             late_sum[i[orig]] += probs.cpu().numpy()[orig]
+        open_windows = [w for w, (a, b) in enumerate(windows) if a <= epoch < b]
+        if open_windows:
+            pos = estimate_pos[i]
+            keep = pos >= 0
+            kept = probs.cpu().numpy()[keep]
+            for w in open_windows:
+                window_sums[w, pos[keep]] += kept
 
     for epoch in range(epochs):
         started = time.perf_counter()
@@ -273,4 +295,6 @@ def train_scratch(
         late_probs=(late_sum / late).astype(np.float32),
         log=log,
         copy_images=copy_images,
+        window_probs=None if window_sums is None
+        else (window_sums / np.array([float(b - a) for a, b in windows])[:, None, None]).astype(np.float32),
     )

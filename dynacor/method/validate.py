@@ -81,8 +81,6 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
          "unset when target_precision is set (one cut, one target)")  # fmt: skip
     if config.target_precision is not None or config.target_recall is not None:
         need(config.estimate_rows > 0, "estimate_rows", "> 0 with a target (the cut is chosen from the estimates)")
-        need(config.classifier == "mlp", "classifier", "'mlp' with a target (the estimates read the MLP head's "
-             "early softmax)")  # fmt: skip
     if config.noise is not None:
         try:
             parse_noise(config.noise)
@@ -205,9 +203,43 @@ def check_dynamics(dynamics, file: str = "<arrays>", needs_prob: bool = False):
     ids = None if dynamics.ids is None else np.asarray(dynamics.ids).reshape(-1)
     if ids is not None and ids.shape[0] != n:
         raise InputError(file, "ids", f"length {n} (one per original)", f"length {ids.shape[0]}")
+    num_classes = int(max(given.max(), copy_labels.max())) + 1
+    rows, window = _estimate_windows(dynamics.estimate_rows, dynamics.window_probs, file, n, num_classes,
+                                     None if late is None else late.shape[1])  # fmt: skip
     return dataclasses.replace(dynamics, margins_all=margins.astype(np.float32), copy_pair=pair.astype(np.int64),
                                copy_labels=copy_labels, given_labels=given, clean_labels=clean, prob_given_all=prob,
-                               late_probs=late, ids=ids)  # fmt: skip
+                               late_probs=late, ids=ids, estimate_rows=rows, window_probs=window)  # fmt: skip
+
+
+def _estimate_windows(rows: object, window: object, file: str, n: int, num_classes: int,
+                      late_columns: int | None) -> tuple[np.ndarray | None, np.ndarray | None]:  # fmt: skip
+    """The early softmax the self-estimates read: (R,) int64 distinct originals and (2, R, C)
+    float32 (noise window, recall window), both or neither."""
+    if rows is None and window is None:
+        return None, None
+    if rows is None or window is None:
+        missing, other = ("estimate_rows", "window_probs") if rows is None else ("window_probs", "estimate_rows")
+        raise InputError(file, missing, f"present with `{other}` (the self-estimates read both)", "no such field")
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or rows.shape[0] == 0 or rows.dtype.kind not in "iu":
+        raise InputError(file, "estimate_rows", "a non-empty 1-D array of integer indices of originals",
+                         f"{rows.dtype} of shape {rows.shape}")  # fmt: skip
+    if rows.min() < 0 or rows.max() >= n:
+        raise InputError(file, "estimate_rows", f"indices of originals in [0, {n})",
+                         f"range [{rows.min()}, {rows.max()}]")  # fmt: skip
+    if np.unique(rows).size != rows.shape[0]:
+        raise InputError(file, "estimate_rows", "distinct indices", f"{rows.shape[0] - np.unique(rows).size} repeated")
+    window = np.asarray(window)
+    r = rows.shape[0]
+    columns = f"{late_columns} (as late_probs)" if late_columns is not None else f">= {num_classes} (every label)"
+    ok = window.ndim == 3 and window.shape[:2] == (2, r)
+    if ok:
+        ok = window.shape[2] == late_columns if late_columns is not None else window.shape[2] >= num_classes
+    if not ok:
+        raise InputError(file, "window_probs", f"shape (2, {r}, C): the noise and the recall window, one row per "
+                         f"estimate row, C = {columns} classes", f"shape {window.shape}")  # fmt: skip
+    _matrix(window.reshape(2 * r, -1), file, "window_probs")  # real and finite
+    return rows.astype(np.int64), np.asarray(window, dtype=np.float32)
 
 
 def _matrix(values: object, file: str, field: str) -> np.ndarray:

@@ -10,6 +10,9 @@ Fields of the .npz (S = N + M rows: the N originals, then the M copies; E epochs
     prob_given     (S, E) float32   softmax probability of the own label (signal "prob")
     late_probs     (N, C) float32   softmax averaged over the last epochs (suggested labels)
     clean_labels   (N,)   int64     ground truth, for metrics only
+    estimate_rows  (R,)   int64     distinct originals whose early softmax was kept
+    window_probs   (2, R, C) float32  their softmax averaged over the noise and the recall window
+                                    (docs/ESTIMATES.md): the self-estimates read them; both or neither
     ids            (N,)             sample ids; paths (N,) str; class_names (C,) str
     classifier_epochs, source       JSON text: the classifier's per-epoch log, where the data came from
 """
@@ -29,7 +32,8 @@ from dynacor.method.validate import check_dynamics
 from dynacor.runs.store import json_default
 
 REQUIRED = ("margins", "pair", "labels", "given_labels")
-OPTIONAL_ARRAYS = ("prob_given", "late_probs", "clean_labels", "ids", "paths", "class_names")
+OPTIONAL_ARRAYS = ("prob_given", "late_probs", "clean_labels", "ids", "paths", "class_names", "estimate_rows",
+                   "window_probs")  # fmt: skip
 JSON_FIELDS = ("classifier_epochs", "source")
 
 
@@ -47,13 +51,14 @@ def save_dynamics(path: str | Path, dynamics: Dynamics) -> Path:
     }
     optional = {"prob_given": dynamics.prob_given_all, "late_probs": dynamics.late_probs,
                 "clean_labels": dynamics.clean_labels, "ids": dynamics.ids, "paths": dynamics.paths,
-                "class_names": dynamics.class_names}  # fmt: skip
+                "class_names": dynamics.class_names, "estimate_rows": dynamics.estimate_rows,
+                "window_probs": dynamics.window_probs}  # fmt: skip
     for name, value in optional.items():
         if value is not None:
             arr = np.asarray(value)
             if arr.dtype == object:  # np.load refuses pickled arrays; text is stored as unicode
                 arr = arr.astype(str)
-            arrays[name] = arr.astype(np.float32) if name in ("prob_given", "late_probs") else arr
+            arrays[name] = arr.astype(np.float32) if name in ("prob_given", "late_probs", "window_probs") else arr
     arrays["classifier_epochs"] = np.array(json.dumps(dynamics.classifier_epochs, default=json_default))
     source = {k: v for k, v in dynamics.source.items() if k != "dynamics"}
     arrays["source"] = np.array(json.dumps(source, default=json_default))
@@ -109,13 +114,15 @@ def load_dynamics(path: str | Path) -> Dynamics:
         late_probs=fields.get("late_probs"), clean_labels=fields.get("clean_labels"), ids=fields.get("ids"),
         class_names=None if class_names is None else [str(c) for c in np.asarray(class_names).reshape(-1)],
         paths=fields.get("paths"), source={**source, "dynamics": str(path)}, classifier_epochs=epochs,
+        estimate_rows=fields.get("estimate_rows"), window_probs=fields.get("window_probs"),
     )  # fmt: skip
     return _checked(dynamics, path)
 
 
 def _from_run_dir(run_dir: Path) -> Dynamics:
     """Dynamics of a finished run: margins.npy (float16; signs corrected from dynamics.npy),
-    copies.npz, and the samples table (given labels, ids, clean labels, paths, suggestions)."""
+    copies.npz, the samples table (given labels, ids, clean labels, paths, suggestions), and the
+    early softmax of the self-estimates when estimates.npz kept it (float16, `runstore.write_result`)."""
     from dynacor.runs import store as runstore
 
     try:
@@ -158,8 +165,24 @@ def _from_run_dir(run_dir: Path) -> Dynamics:
         clean_labels=column("clean_label"), ids=column("id"), paths=column("path"),
         class_names=None if class_names is None else [str(c) for c in class_names],
         source={**(info.get("source") or {}), "dynamics": str(run_dir)}, classifier_epochs=epochs,
+        **_early_softmax(run_dir),
     )  # fmt: skip
     return _checked(dynamics, run_dir)
+
+
+def _early_softmax(run_dir: Path) -> dict[str, np.ndarray]:
+    """``estimate_rows`` and ``window_probs`` from a run's estimates.npz; none when the run kept
+    no early softmax (no estimates, a run from before they were kept, or too many rows x classes)."""
+    path = run_dir / "estimates.npz"
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as parts:
+            if "window_probs" not in parts.files or "rows" not in parts.files:
+                return {}
+            return {"estimate_rows": parts["rows"], "window_probs": parts["window_probs"]}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CorruptError(f"{path}: must be a readable .npz archive, got {exc}") from None
 
 
 def _suggestions_as_probs(suggested, prob, margins, pair, given, copy_labels, class_names) -> np.ndarray | None:
@@ -219,6 +242,9 @@ def _checked(dynamics: Dynamics, where: Path) -> Dynamics:
             raise InputError(where, "labels", f"class indices in [0, {c}) (one per class name)", f"max {top}")
         if checked.late_probs is not None and checked.late_probs.shape[1] != c:
             raise InputError(where, "late_probs", f"{c} columns (one per class name)", checked.late_probs.shape)
+        if checked.window_probs is not None and checked.window_probs.shape[2] != c:
+            raise InputError(where, "window_probs", f"shape (2, R, {c}): one column per class name",
+                             checked.window_probs.shape)  # fmt: skip
     return checked
 
 

@@ -17,6 +17,10 @@ Usage::
 The per-batch work stays on the logits' device: margins are written into preallocated tensors
 by index, and nothing is copied to the host until `Recorder.end_epoch`, so recording never
 stalls a GPU pipeline.
+
+With ``num_epochs`` known the recorder also keeps, for up to ``config.estimate_rows`` originals,
+the softmax averaged over the early windows the self-estimates read (noise rate, precision,
+recall: docs/ESTIMATES.md), so `Recorder.detect` reports them as a run of the MLP head does.
 """
 
 from __future__ import annotations
@@ -34,7 +38,14 @@ import torch
 from dynacor.errors import InputError
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.dynamics import logit_margin
-from dynacor.method.pipeline import Dynamics, Result, detect
+from dynacor.method.pipeline import (
+    Dynamics,
+    Result,
+    detect,
+    estimate_windows,
+    recorded_estimate_rows,
+)
+from dynacor.method.validate import check_config, check_dynamics
 
 WHERE = "Recorder"
 
@@ -73,6 +84,10 @@ class Recorder:
         (see `WithCopies`, or `Recorder.for_dataset`); needed by `dynamics`, `detect` and `save`
     class_names, ids, clean_labels, paths, source : carried into the result (clean labels only
         for metrics; ``source`` tells the app where the images are)
+    config : the `DynaCorConfig` `detect` uses by default; while training, its ``noise_window``
+        and ``recall_window`` (fractions of ``num_epochs``) and ``estimate_rows`` say which
+        softmax the self-estimates keep: that of min(N, estimate_rows) originals (a random subset
+        drawn from ``config.seed``), averaged over each window. None: `DynaCorConfig()`
 
     Notes
     -----
@@ -81,6 +96,13 @@ class Recorder:
     index must be seen once per epoch (use ``drop_last=False``); a sample missing from an epoch
     makes `dynamics` fail with the epoch and the count. With several processes (DDP), gather the
     logits, targets and indices onto one recorder first.
+
+    The self-estimates (``result.estimates``) need the windows in epochs before training, so
+    they are recorded only when ``num_epochs`` is given, the copies are known by the first batch
+    (`for_dataset`, or ``copy_pair``/``copy_labels``/``given_labels`` here) and all
+    ``num_epochs`` epochs are recorded; otherwise ``estimates`` is None and a target precision or
+    recall is refused. ``config.estimate_rows = 0`` turns them off. The windows were chosen for
+    the MLP head's schedule (docs/ESTIMATES.md): read them with another schedule in mind.
     """
 
     def __init__(
@@ -99,6 +121,7 @@ class Recorder:
         clean_labels: Any = None,
         paths: Any = None,
         source: dict | None = None,
+        config: DynaCorConfig | None = None,
     ):
         def positive(name: str, value: Any, allow_none: bool = False, minimum: int = 1) -> None:
             if value is None and allow_none:
@@ -118,6 +141,11 @@ class Recorder:
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.ids, self.clean_labels, self.paths = ids, clean_labels, paths
         self.source = dict(source or {})
+        self.config = check_config(config if config is not None else DynaCorConfig(), WHERE)
+        # [first, stop) epochs of the noise and the recall window; None: no self-estimates
+        self.estimate_windows = None
+        if self.num_epochs is not None and self.config.estimate_rows > 0:
+            self.estimate_windows = estimate_windows(self.config, self.num_epochs)
         self.copy_pair = self.copy_labels = self.given_labels = None
         if copy_pair is not None or copy_labels is not None or given_labels is not None:
             self.set_copies(copy_pair, copy_labels, given_labels)
@@ -129,6 +157,9 @@ class Recorder:
         self._late_sum: np.ndarray | None = None
         self._late_count = 0
         self._buffers: dict[str, torch.Tensor] | None = None
+        self._estimate_rows: np.ndarray | None = None  # (R,) originals the estimates follow
+        self._estimate_pos: torch.Tensor | None = None  # (S,) each row's place among them, R if none
+        self._window_sums: np.ndarray | None = None  # (2, R, C) summed softmax per window
         self._epoch_started: float | None = None
         self._seen = 0
 
@@ -191,8 +222,13 @@ class Recorder:
             buffers["target"][indices] = targets
             buffers["loss"] -= own.sum()
             buffers["correct"] += (log_probs.argmax(dim=1) == targets).sum()
-            if "late" in buffers:
-                buffers["late"][indices] = log_probs.exp()
+            if "late" in buffers or "window" in buffers:
+                probs = log_probs.exp()
+                if "late" in buffers:
+                    buffers["late"][indices] = probs
+                if "window" in buffers:
+                    # every row not followed lands on the spare last row: no mask, no sync
+                    buffers["window"][self._estimate_pos[indices]] = probs
             self._seen += int(logits.shape[0])  # shapes are host metadata: no sync
 
     def _epoch_buffers(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -217,9 +253,30 @@ class Recorder:
         }
         if self._is_late(self.num_recorded):
             self._buffers["late"] = torch.zeros((s, self.num_classes), dtype=torch.float32, device=device)
+        if self.num_recorded == 0:
+            self._start_estimates(device)
+        if self._open_windows(self.num_recorded):
+            r = len(self._estimate_rows)
+            self._buffers["window"] = torch.zeros((r + 1, self.num_classes), dtype=torch.float32, device=device)
         self._epoch_started = time.perf_counter()
         self._seen = 0
         return self._buffers
+
+    def _start_estimates(self, device: torch.device) -> None:
+        """Choose the originals whose early softmax the self-estimates keep (N is known from the copies)."""
+        if self.estimate_windows is None or self.given_labels is None:
+            return
+        rows = recorded_estimate_rows(self.given_labels.shape[0], self.config)
+        position = torch.full((self.num_samples,), len(rows), dtype=torch.int64)
+        position[torch.from_numpy(rows)] = torch.arange(len(rows))
+        self._estimate_rows, self._estimate_pos = rows, position.to(device)
+        self._window_sums = np.zeros((len(self.estimate_windows), len(rows), self.num_classes), dtype=np.float32)
+
+    def _open_windows(self, epoch: int) -> list[int]:
+        """The windows (0 noise, 1 recall) that ``epoch`` (from 0) falls in, when estimates are kept."""
+        if self._estimate_rows is None:
+            return []
+        return [w for w, (first, stop) in enumerate(self.estimate_windows) if first <= epoch < stop]
 
     def _is_late(self, epoch: int) -> bool:
         if self.late_epochs == 0:
@@ -259,6 +316,10 @@ class Recorder:
                                  f"{wrong.size} samples with another label in epoch {self.num_recorded + 1}, "
                                  f"e.g. index {int(wrong[0])}: {int(target[wrong[0]])} instead of "
                                  f"{int(expected[wrong[0]])}")  # fmt: skip
+        if "window" in buffers:
+            probs = buffers["window"][:-1].cpu().numpy()
+            for w in self._open_windows(self.num_recorded):
+                self._window_sums[w] += probs
         self._margins.append(buffers["margin"].cpu().numpy())
         self._probs.append(buffers["prob"].cpu().numpy())
         if "late" in buffers:
@@ -296,10 +357,16 @@ class Recorder:
             return (self._late_sum / self._late_count)[:n].astype(np.float32)
         return None
 
+    def window_probs(self) -> np.ndarray | None:
+        """(2, R, C) float32 softmax of the estimate rows averaged over the noise and the recall
+        window, or None (no windows, or not every announced epoch recorded)."""
+        if self._window_sums is None or self.num_recorded != self.num_epochs:
+            return None
+        lengths = np.array([stop - first for first, stop in self.estimate_windows], dtype=np.float32)
+        return self._window_sums / lengths[:, None, None]
+
     def dynamics(self) -> Dynamics:
         """The recorded `Dynamics`, checked (`InputError` naming the field when incomplete)."""
-        from dynacor.method.validate import check_dynamics
-
         if self.given_labels is None:
             raise InputError(WHERE, "copy_pair", "set (Recorder.for_dataset(WithCopies(...)) or set_copies)", "None")
         if self._buffers is not None:
@@ -314,12 +381,14 @@ class Recorder:
             raise InputError(WHERE, "margins", "one margin per sample and epoch (every index seen once per "
                              "epoch: drop_last=False, one process)",
                              f"{int(holes[:, epoch - 1].sum())} samples missing in epoch {epoch}")  # fmt: skip
+        window_probs = self.window_probs()
         dynamics = Dynamics(
             margins_all=margins, copy_pair=self.copy_pair, copy_labels=self.copy_labels,
             given_labels=self.given_labels, prob_given_all=np.stack(self._probs, axis=1),
             late_probs=self.late_probs(), clean_labels=_array(self.clean_labels), ids=_array(self.ids),
             class_names=self.class_names, paths=_array(self.paths),
             source={"kind": "recorded", "recorded_by": "dynacor.record.Recorder", **self.source}, classifier_epochs=list(self.epochs),
+            estimate_rows=None if window_probs is None else self._estimate_rows, window_probs=window_probs,
         )  # fmt: skip
         return check_dynamics(dynamics, WHERE)
 
@@ -333,8 +402,9 @@ class Recorder:
 
         Parameters
         ----------
-        config : settings (default `DynaCorConfig()`); the classifier's fields are set from the
-            recording (epochs = E, gamma = M / N)
+        config : settings (default: the recorder's ``config``); the classifier's fields are set
+            from the recording (epochs = E, gamma = M / N), and so are the self-estimates' windows
+            and ``estimate_rows`` when they were recorded (the recorder's ``config``'s)
         on_event : receives the engine's events (see `dynacor.method.pipeline.run`)
         settings : `DynaCorConfig` fields that replace the config's, e.g. ``seed=1``
 
@@ -345,7 +415,11 @@ class Recorder:
         from dynacor.runs.request import recorded_config
 
         dynamics = self.dynamics()
-        config = recorded_config(dynamics, {**(config or DynaCorConfig()).to_dict(), **settings}, WHERE)
+        values = {**(config or self.config).to_dict(), **settings}
+        if dynamics.window_probs is not None:
+            recorded = self.config.to_dict()
+            values.update({name: recorded[name] for name in ("noise_window", "recall_window", "estimate_rows")})
+        config = recorded_config(dynamics, values, WHERE)
         self.result = detect(config, dynamics, on_event=on_event)
         return self.result
 

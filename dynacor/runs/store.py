@@ -15,7 +15,9 @@ Layout of ``RUN_DIR``::
     scores.npy             (N+M,) float32 q_noisy of originals and copies
     copies.npz             pair (M,) original of each copy, labels (M,) its corrupted label
     neighbours.npz         rows (F,) the flagged originals, index (F, k) their nearest originals
-    estimates.npz          rows (R,), off (R,) bool, eta_draws (B,): what another cut's estimates need
+    estimates.npz          rows (R,), off (R,) bool, eta_draws (B,): what another cut's estimates need;
+                           window_probs (2, R, C) float16, the early softmax they read (kept up to
+                           `WINDOW_PROBS_LIMIT` elements) for ``dynacor detect --dynamics RUN_DIR``
     classifier_epochs.csv, encoder_epochs.csv   per-epoch curves
     error.txt              traceback of a failed run
 """
@@ -37,6 +39,9 @@ from dynacor import atomic
 from dynacor.errors import CorruptError, InputError, MissingError, RunExistsError
 
 STATUS_FILE = "status.json"
+# The early softmax of the self-estimates is kept in a run up to 2**24 elements (32 MiB in float16:
+# CIFAR-100's 50,000 rows x 100 classes x 2 windows); beyond that a run would mostly be softmax.
+WINDOW_PROBS_LIMIT = 2**24
 RUNNING, FINISHED, FAILED, CANCELLED, INTERRUPTED = "running", "finished", "failed", "cancelled", "interrupted"
 
 
@@ -133,7 +138,11 @@ def write_result(run_dir: str | Path, result: Any) -> None:
     if result.neighbours is not None:
         atomic.save_npz(run_dir / "neighbours.npz", rows=result.neighbour_rows, index=result.neighbours)
     if result.estimate_parts is not None:
-        atomic.save_npz(run_dir / "estimates.npz", **result.estimate_parts)
+        parts = dict(result.estimate_parts)
+        window = parts.pop("window_probs", None)
+        if window is not None and window.size <= WINDOW_PROBS_LIMIT:
+            parts["window_probs"] = np.asarray(window, dtype=np.float16)
+        atomic.save_npz(run_dir / "estimates.npz", **parts)
     atomic.write_text(run_dir / "classifier_epochs.csv", pd.DataFrame(result.classifier_epochs).to_csv(index=False))
     atomic.write_text(run_dir / "encoder_epochs.csv", pd.DataFrame(result.encoder_epochs).to_csv(index=False))
     atomic.write_json(
