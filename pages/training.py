@@ -168,8 +168,8 @@ def render() -> None:
 def estimates_section(info: dict) -> None:
     """The flags' quality as the run estimated it without ground truth (the true figures beside
     them on a benchmark run), the estimated precision-recall curve, and the control that moves
-    the cut. Runs without estimates (baselines, recorded dynamics, scratch classifiers, older
-    runs) show nothing here."""
+    the cut. Runs without estimates (baselines, dynamics recorded without the early-window
+    softmax, older runs) show nothing here."""
     estimates = info.get("estimates")
     figures = review.estimated_figures(estimates)
     if not figures:
