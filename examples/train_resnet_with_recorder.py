@@ -8,6 +8,9 @@ The three lines that matter are marked "DynaCor": wrap the training set with `Wi
 `recorder.update` on each batch and `recorder.end_epoch` after each epoch, then `detect` and
 `save`. No weights are downloaded. A few epochs on a few hundred images only show the plumbing;
 the flags become meaningful with a real training run (tens of epochs, thousands of images).
+The summary's estimated precision, recall and noise rate read the softmax over early epochs
+chosen for dynacor's own MLP head (docs/ESTIMATES.md); with another schedule, such as this one,
+read them as rough.
 """
 
 from __future__ import annotations
