@@ -38,13 +38,6 @@ VARIANTS = {
     "lr=1e-4+batch=256+last": {"encoder_lr": 1e-4, "encoder_batch_size": 256, "selection": "last"},
     "lr=1e-3+last": {"encoder_lr": 1e-3, "selection": "last"},
     "alpha=1+last": {"alpha": 1.0, "selection": "last"},
-    # A raw-margin channel beside the sign, and each distinct trajectory weighing the same.
-    "margin-channel": {"signal": "sign+margin"},
-    "margin-channel+last": {"signal": "sign+margin", "selection": "last"},
-    "margin-channel+lr=1e-4+last": {"signal": "sign+margin", "encoder_lr": 1e-4, "selection": "last"},
-    "trajectory-weights": {"encoder_weighting": "trajectory"},
-    "trajectory-weights+last": {"encoder_weighting": "trajectory", "selection": "last"},
-    "trajectory-weights+lr=1e-4+last": {"encoder_weighting": "trajectory", "encoder_lr": 1e-4, "selection": "last"},
 }
 
 def main() -> None:

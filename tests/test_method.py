@@ -17,7 +17,7 @@ from dynacor.method.clustering import (
     validation_metric,
 )
 from dynacor.method.corruption import make_copies, num_copies
-from dynacor.method.dynamics import encoder_input, logit_margin, margin_signs, unique_trajectories
+from dynacor.method.dynamics import logit_margin, margin_signs, unique_trajectories
 from dynacor.method.noise import apply_noise, asymmetric, noise_rate, parse_noise, symmetric
 
 T = torch.tensor
@@ -61,38 +61,6 @@ def test_alignment_loss_by_hand():
     # a group without copies is skipped
     only = alignment_loss(z[:3], is_copy[:3], pred_noisy[:3])
     assert only.item() == pytest.approx(1.0, abs=1e-6)
-
-
-def test_weighted_losses_by_hand():
-    """Trajectory weighting (issue 10 item 7): weight w counts a sample w times."""
-    q = T([0.8, 0.4], dtype=torch.float64)
-    # weights (1, 2) = the batch (0.8, 0.4, 0.4): s_noisy = 1.6, s_clean = 1.4
-    p = target_distribution(q, T([1.0, 2.0], dtype=torch.float64))
-    row1 = (0.64 / 1.6) / (0.64 / 1.6 + 0.04 / 1.4)
-    assert p[0].item() == pytest.approx(row1, abs=1e-9)
-    tripled = target_distribution(T([0.8, 0.4, 0.4], dtype=torch.float64))
-    assert p.tolist() == pytest.approx(tripled[:2].tolist(), abs=1e-12)
-    assert clustering_loss(q, p, T([1.0, 2.0], dtype=torch.float64)).item() == pytest.approx(
-        clustering_loss(T([0.8, 0.4, 0.4], dtype=torch.float64), tripled).item(), abs=1e-12
-    )
-    z = T([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [2.0, 0.0]])
-    is_copy, pred = T([False, True, False, True]), T([True, True, True, True])
-    # weights (1, 1, 3, 1): originals' mean = [1, 0], copies' mean = [1, .5]
-    got = alignment_loss(z, is_copy, pred, T([1.0, 1.0, 3.0, 1.0]))
-    assert got.item() == pytest.approx(1 - 1 / math.sqrt(1.25), abs=1e-6)
-    assert alignment_loss(z, is_copy, pred, torch.ones(4)).item() == pytest.approx(
-        alignment_loss(z, is_copy, pred).item(), abs=1e-6
-    )
-
-
-def test_sign_and_margin_channels():
-    margins = np.array([[-2.0, 0.0, 4.0], [1.0, -1.0, 2.0]], dtype=np.float32)
-    x = encoder_input(margins, None, "sign+margin")
-    assert x.shape == (2, 2, 3)
-    assert x[:, 0].tolist() == margin_signs(margins).tolist()
-    np.testing.assert_allclose(x[:, 1], np.tanh(margins / margins.std()), rtol=1e-6)
-    unique, inverse, _ = unique_trajectories(np.concatenate([x, x[:1]]))
-    assert unique.shape == (2, 2, 3) and inverse[0] == inverse[2] != inverse[1]
 
 
 def test_validation_metric_by_hand():

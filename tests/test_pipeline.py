@@ -103,16 +103,6 @@ def test_both_recording_modes_work(blobs, record):
     assert result.metrics["f1"] > 0.6
 
 
-@pytest.mark.parametrize("change", [{"signal": "sign+margin"}, {"encoder_weighting": "trajectory"}])
-def test_encoder_variants_of_issue_10_run_and_detect(blobs, change):
-    """The two encoder variants tried for issue 10 item 7 (BENCHMARKS.md) train and still detect."""
-    result = run(DynaCorConfig(selection="last", **FAST, **change), featureset(blobs))
-    assert result.chosen_epoch == FAST["encoder_epochs"]
-    assert result.metrics["f1"] > 0.6
-    with pytest.raises(InputError, match="field `encoder_weighting` must be one of"):
-        run(DynaCorConfig(encoder_weighting="uniform", **FAST), featureset(blobs))
-
-
 def test_encoder_over_unique_trajectories_matches_per_sample():
     """The dedup trick must give the result of running the encoder on every sample."""
     import torch

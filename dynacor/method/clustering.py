@@ -41,34 +41,24 @@ def soft_assign(
     return k_noisy / (k_noisy + k_clean)
 
 
-def target_distribution(q_noisy: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """DEC target ``p_k = (q_k^2 / s_k) / sum_j (q_j^2 / s_j)``, ``s_k = sum_i w_i q_ik`` over the batch.
+def target_distribution(q_noisy: torch.Tensor) -> torch.Tensor:
+    """DEC target ``p_k = (q_k^2 / s_k) / sum_j (q_j^2 / s_j)``, ``s_k = sum_i q_ik`` over the batch.
 
-    (B,) ``q_noisy`` (and optional (B,) sample weights, default 1) -> (B,) ``p_noisy``; computed
-    without gradient, as in the authors' code.
+    (B,) ``q_noisy`` -> (B,) ``p_noisy``; computed without gradient, as in the authors' code.
     """
     q = torch.stack([q_noisy, 1.0 - q_noisy], dim=1).detach()
-    sums = q.sum(dim=0) if weights is None else (q * weights[:, None]).sum(dim=0)
-    weight = q**2 / sums.clamp_min(1e-12)
+    weight = q**2 / q.sum(dim=0).clamp_min(1e-12)
     return (weight[:, 0] / weight.sum(dim=1).clamp_min(1e-12)).detach()
 
 
-def clustering_loss(q_noisy: torch.Tensor, p_noisy: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``KL(p || q)`` over both clusters, averaged over the batch (weighted by (B,) ``weights``).
-
-    (B,), (B,) -> scalar.
-    """
+def clustering_loss(q_noisy: torch.Tensor, p_noisy: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q)`` over both clusters, averaged over the batch. (B,), (B,) -> scalar."""
     q = torch.stack([q_noisy, 1.0 - q_noisy], dim=1).clamp_min(1e-12)
     p = torch.stack([p_noisy, 1.0 - p_noisy], dim=1)
-    per_sample = (torch.special.xlogy(p, p) - p * torch.log(q)).sum(dim=1)
-    if weights is None:
-        return per_sample.mean()
-    return (per_sample * weights).sum() / weights.sum().clamp_min(1e-12)
+    return (torch.special.xlogy(p, p) - p * torch.log(q)).sum(dim=1).mean()
 
 
-def alignment_loss(
-    z: torch.Tensor, is_copy: torch.Tensor, pred_noisy: torch.Tensor, weights: torch.Tensor | None = None
-) -> torch.Tensor:
+def alignment_loss(z: torch.Tensor, is_copy: torch.Tensor, pred_noisy: torch.Tensor) -> torch.Tensor:
     """Cosine distance between the mean representation of originals and of copies, per cluster.
 
     Averaged over the clusters where both groups are present; 0 when neither cluster has both.
@@ -78,20 +68,15 @@ def alignment_loss(
     z : (B, K)
     is_copy : (B,) bool
     pred_noisy : (B,) bool, the current prediction
-    weights : (B,) float or None, sample weights of the means (default: plain means)
     """
-
-    def mean(rows: torch.Tensor) -> torch.Tensor:
-        if weights is None:
-            return z[rows].mean(dim=0)
-        return (weights[rows, None] * z[rows]).sum(dim=0) / weights[rows].sum()
-
     terms = []
     for group in (pred_noisy, ~pred_noisy):
         originals = group & ~is_copy
         copies = group & is_copy
         if bool(originals.any()) and bool(copies.any()):
-            terms.append(cosine_distance(mean(originals)[None, :], mean(copies))[0])
+            mean_orig = z[originals].mean(dim=0)
+            mean_copy = z[copies].mean(dim=0)
+            terms.append(cosine_distance(mean_orig[None, :], mean_copy)[0])
     if not terms:
         return z.sum() * 0.0
     return torch.stack(terms).mean()

@@ -11,8 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-SIGNALS = ("sign", "margin", "prob", "sign+margin")
-ENCODER_WEIGHTINGS = ("sample", "trajectory")
+SIGNALS = ("sign", "margin", "prob")
 CLASSIFIERS = ("mlp", "scratch-cnn", "scratch-resnet18", "scratch-resnet34")
 RECORD_MODES = ("train", "eval")
 SELECTIONS = ("validation", "last", "init")
@@ -62,9 +61,6 @@ class DynaCorConfig:
     rep_dim: int = 512
     alpha: float = 0.5
     signal: str = "sign"  # what the encoder reads: sign of the margin (paper), raw margin, probability
-    # Each sample weighs the same in the encoder's losses ("sample", paper), or each distinct
-    # trajectory does ("trajectory": the all-positive one, most clean samples, counts once).
-    encoder_weighting: str = "sample"
     # Ours, not the paper's (README "How this implementation follows the paper"): closed-form
     # centroid updates after the paper's initialisation, and several encoder initialisations of
     # which the one with the largest validation metric is kept. 0 and 1 give the paper exactly.

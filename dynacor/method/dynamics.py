@@ -29,21 +29,15 @@ def margin_signs(margins: np.ndarray) -> np.ndarray:
 
 
 def encoder_input(margins: np.ndarray, prob_given: np.ndarray | None, signal: str) -> np.ndarray:
-    """What the encoder reads, per sample and epoch. (S, E) -> (S, E) float32, or (S, 2, E).
+    """What the encoder reads, per sample and epoch. (S, E) -> (S, E) float32.
 
     ``sign`` is the paper's quantised margin; ``margin`` the raw margin; ``prob`` the softmax
-    probability of the sample's own label (both ablations, METHOD.md section 2). ``sign+margin``
-    (ours, issue 10 item 7) gives the encoder two channels: the sign, and ``tanh(margin / std)``
-    so the raw margin's scale matches the sign's while keeping how far from the boundary it is.
+    probability of the sample's own label (both ablations, METHOD.md section 2).
     """
     if signal == "sign":
         return margin_signs(margins).astype(np.float32)
     if signal == "margin":
         return np.asarray(margins, dtype=np.float32)
-    if signal == "sign+margin":
-        margins = np.asarray(margins, dtype=np.float32)
-        scale = max(float(margins.std()), 1e-6)
-        return np.stack([margin_signs(margins).astype(np.float32), np.tanh(margins / scale)], axis=1)
     if prob_given is None:
         raise ValueError("signal 'prob' needs the recorded probabilities")
     return np.asarray(prob_given, dtype=np.float32)
@@ -57,11 +51,11 @@ def unique_trajectories(signals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
     Parameters
     ----------
-    signals : (S, E) or (S, channels, E)
+    signals : (S, E)
 
     Returns
     -------
-    unique : (U, E) or (U, channels, E) distinct rows
+    unique : (U, E) distinct rows
     inverse : (S,) int64, ``signals[i] == unique[inverse[i]]``
     counts : (U,) int64
     """

@@ -24,12 +24,12 @@ from dynacor.method.nets import init_parameters
 
 
 class DynamicsEncoder(nn.Module):
-    """1-D CNN over the epoch axis: (B, channels, E) or (B, E) -> (B, rep_dim)."""
+    """1-D CNN over the epoch axis: (B, 1, E) -> (B, rep_dim)."""
 
-    def __init__(self, num_epochs: int, rep_dim: int = 512, channels: int = 1):
+    def __init__(self, num_epochs: int, rep_dim: int = 512):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv1d(channels, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv1d(1, 16, 3, padding=1), nn.ReLU(),
             nn.Conv1d(16, 32, 3, padding=1), nn.ReLU(),
             nn.Conv1d(32, 32, 3, padding=1), nn.ReLU(),
         )  # fmt: skip
@@ -77,7 +77,6 @@ def fit_encoder(
     use_cluster_loss: bool = True,
     use_align_loss: bool = True,
     selection: str = "validation",
-    weighting: str = "sample",
     in_reference: np.ndarray | None = None,
     eval_distance: str = "cosine",
     refine_steps: int = 0,
@@ -91,11 +90,9 @@ def fit_encoder(
 
     Parameters
     ----------
-    signals : (S, E) or (S, channels, E) float, encoder input per sample (originals then copies)
+    signals : (S, E) float, encoder input per sample (originals then copies)
     is_copy : (S,) bool
     selection : ``"validation"`` (largest V, paper), ``"last"`` epoch, or ``"init"`` (untrained)
-    weighting : ``"sample"`` (paper: every sample weighs 1 in the training losses) or
-        ``"trajectory"`` (a sample weighs 1 / the number of samples sharing its trajectory)
     in_reference : (S,) bool, originals counted in V (see `validation_metric`)
     eval_distance : distance of the assignment used for scores and V (training always uses cosine)
     refine_steps : after the paper's centroid initialisation, move each centroid this many times
@@ -116,11 +113,7 @@ def fit_encoder(
     x_unique = torch.as_tensor(unique, dtype=torch.float32, device=device)
     inverse_t = torch.as_tensor(inverse, device=device)
     copy_t = torch.as_tensor(np.asarray(is_copy, dtype=bool), device=device)
-    s, e = signals.shape[0], signals.shape[-1]
-    channels = 1 if signals.ndim == 2 else signals.shape[1]
-    sample_weights = None
-    if weighting == "trajectory":
-        sample_weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.float32, device=device)
+    s, e = signals.shape
 
     weights = torch.as_tensor(np.stack([np.bincount(inverse[~np.asarray(is_copy)], minlength=len(unique)),
                                         np.bincount(inverse[np.asarray(is_copy)], minlength=len(unique))]),
@@ -132,7 +125,7 @@ def fit_encoder(
 
     candidates = []
     for _ in range(max(1, restarts)):
-        model = DynamicsEncoder(e, rep_dim, channels)
+        model = DynamicsEncoder(e, rep_dim)
         init_parameters(model, generator)  # on the CPU, where the generator is: same weights on any device
         model = model.to(device)
         z_u = embed_all(model)
@@ -183,9 +176,8 @@ def fit_encoder(
             # atomics across threads on CPU, so its sums (and the flags) varied from run to run.
             z = torch.index_select(encoder(x_unique[rows]), 0, local)
             q_b = soft_assign(z, mu_noisy, mu_clean)
-            w_b = None if sample_weights is None else sample_weights[idx]
-            loss_c = clustering_loss(q_b, target_distribution(q_b, w_b), w_b)
-            loss_a = alignment_loss(z, copy_t[idx], (q_b > 0.5).detach(), w_b)
+            loss_c = clustering_loss(q_b, target_distribution(q_b))
+            loss_a = alignment_loss(z, copy_t[idx], (q_b > 0.5).detach())
             loss = z.sum() * 0.0
             if use_cluster_loss:
                 loss = loss + loss_c

@@ -332,7 +332,7 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         epochs=config.encoder_epochs, lr=config.encoder_lr, weight_decay=config.encoder_weight_decay,
         batch_size=config.encoder_batch_size, rep_dim=config.rep_dim, alpha=config.alpha,
         generator=enc_gen, use_cluster_loss=config.cluster_loss, use_align_loss=config.align_loss,
-        selection=config.selection, weighting=config.encoder_weighting, in_reference=in_reference,
+        selection=config.selection, in_reference=in_reference,
         eval_distance=config.eval_distance, refine_steps=config.refine_steps,
         restarts=config.restarts, device=device,
         score_epoch=score_epoch if truly_noisy is not None else None,

@@ -12,7 +12,6 @@ from dynacor.errors import InputError
 from dynacor.method.config import (
     CLASSIFIERS,
     DEVICES,
-    ENCODER_WEIGHTINGS,
     RECORD_MODES,
     SELECTIONS,
     SIGNALS,
@@ -57,7 +56,6 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
     need(config.device in DEVICES, "device", f"one of {DEVICES}")
     need(config.classifier in CLASSIFIERS, "classifier", f"one of {CLASSIFIERS}")
     need(config.signal in SIGNALS, "signal", f"one of {SIGNALS}")
-    need(config.encoder_weighting in ENCODER_WEIGHTINGS, "encoder_weighting", f"one of {ENCODER_WEIGHTINGS}")
     need(config.record in RECORD_MODES, "record", f"one of {RECORD_MODES}")
     need(config.selection in SELECTIONS, "selection", f"one of {SELECTIONS}")
     need(config.val_originals in VAL_ORIGINALS, "val_originals", f"one of {VAL_ORIGINALS}")
