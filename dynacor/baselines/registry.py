@@ -35,7 +35,7 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("dynacor", "DynaCor: corrupted copies, training dynamics, clustering (the default)"),
         Method("aum", "area under the margin with threshold samples (Pleiss et al., 2020)"),
-        Method("cl", "confident learning (cleanlab), 5-fold logistic-regression probabilities"),
+        Method("cl", "confident learning (cleanlab), 5-fold logistic-regression probabilities (C tuned: 3e-4)"),
         Method("cl-mlp", "confident learning (cleanlab) on DynaCor's MLP head, 5-fold cross-fitted"),
         Method("avg-gmm", "two-component GMM on each sample's mean margin"),
         Method("simifeat", "k-NN label voting in feature space (SimiFeat-V)"),
