@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from dynacor.baselines.confident_learning import confident_learning, cross_val_probs
-from dynacor.data.featurefile import load_features
 from dynacor.method.metrics import detection_metrics
-from dynacor.runs.bench import DEFAULT_SETTINGS, load_setting_arrays, setting_labels, split_halves
+from dynacor.runs.bench import DEFAULT_SETTINGS, load_half, setting_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,12 +32,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     args = parser.parse_args()
     path = Path(args.features)
-    data = load_features(path, "labels", needs_clean=True)
     settings = DEFAULT_SETTINGS.split(",")
-    extra = load_setting_arrays(path, settings, data)
-    keep = split_halves(data.num_samples)["tune"]
-    data = data.subset(keep)
-    extra = {k: v[keep] for k, v in extra.items()}
+    data, extra = load_half(path, settings, "tune")
     table: dict[float, dict[str, list[float]]] = {}
     for c in (float(v) for v in args.cs.split(",")):
         for setting in settings:

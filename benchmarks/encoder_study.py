@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dynacor.data.featurefile import load_features
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.pipeline import run
-from dynacor.runs.bench import DEFAULT_SETTINGS, load_setting_arrays, setting_labels, split_halves
+from dynacor.runs.bench import DEFAULT_SETTINGS, load_half, setting_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,12 +46,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
     path = Path(args.features)
-    data = load_features(path, "labels", needs_clean=True)
     settings = DEFAULT_SETTINGS.split(",")
-    extra = load_setting_arrays(path, settings, data)
-    keep = split_halves(data.num_samples)["tune"]
-    data = data.subset(keep)
-    extra = {k: v[keep] for k, v in extra.items()}
+    data, extra = load_half(path, settings, "tune")
     table: dict[str, dict[str, list[float]]] = {}
     for variant in args.variants.split(","):
         for setting in settings:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dynacor.data.featurefile import load_features
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.pipeline import run
-from dynacor.runs.bench import DEFAULT_SETTINGS, load_setting_arrays, setting_labels, split_halves
+from dynacor.runs.bench import DEFAULT_SETTINGS, load_half, setting_labels
 
 
 def main() -> None:
@@ -29,13 +28,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/dev/estimates")
     args = parser.parse_args()
     path = Path(args.features)
-    data = load_features(path, "labels", needs_clean=True)
     settings = args.settings.split(",")
-    extra = load_setting_arrays(path, settings, data)
-    if args.half != "all":
-        keep = split_halves(data.num_samples)[args.half]
-        data = data.subset(keep)
-        extra = {k: v[keep] for k, v in extra.items()}
+    data, extra = load_half(path, settings, None if args.half == "all" else args.half)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for setting in settings:

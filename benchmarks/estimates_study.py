@@ -15,16 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dynacor.data.featurefile import load_features
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.estimates import threshold_for_target
 from dynacor.method.pipeline import run
 from dynacor.runs.bench import (
     DEFAULT_SETTINGS,
     SETTING_NAMES,
-    load_setting_arrays,
+    load_half,
     setting_labels,
-    split_halves,
 )
 
 QUANTITIES = ("noise_rate", "precision", "recall")
@@ -46,12 +44,8 @@ def main() -> None:
     parser.add_argument("--out", help="also write the Markdown table here")
     args = parser.parse_args()
     path = Path(args.features)
-    data = load_features(path, "labels", needs_clean=True)
     settings = args.settings.split(",")
-    extra = load_setting_arrays(path, settings, data)
-    keep = split_halves(data.num_samples)[args.half]
-    data = data.subset(keep)
-    extra = {k: v[keep] for k, v in extra.items()}
+    data, extra = load_half(path, settings, args.half)
     lines = ["| setting | seed | noise rate: est (interval) / true | precision | recall | in interval | "
              "P@target 0.9: true (flagged) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     errors: dict[str, list[list[float]]] = {}

@@ -21,7 +21,7 @@ from dynacor.runs.bench import (
     HALVES,
     METHODS,
     check_setting_labels,
-    load_setting_arrays,
+    load_half,
     machine_description,
     markdown_tables,
     parse_list,
@@ -29,6 +29,7 @@ from dynacor.runs.bench import (
     run_grid,
     split_halves,
     summarise,
+    take_rows,
     write_outputs,
 )
 from dynacor.runs.request import build_config
@@ -68,8 +69,6 @@ def main(args: argparse.Namespace) -> int:
     """Run the grid described by ``args``; print the table; write it under ``--out``. Returns the exit code."""
     import numpy as np
 
-    from dynacor.data.featurefile import load_features
-
     methods = parse_list(args.methods, "--methods", METHODS)
     settings = parse_list(args.settings, "--settings")
     seeds = parse_seeds(args.seeds)
@@ -78,20 +77,15 @@ def main(args: argparse.Namespace) -> int:
     if config.noise is not None:
         raise InputError(args.config or "command line", "noise", "unset (bench applies --settings itself)", config.noise)
     path = Path(args.features)
-    data = load_features(path, "labels", needs_clean=True)
-    extra_labels = load_setting_arrays(path, settings, data)
+    data, extra_labels = load_half(path, settings, None)
     file_samples = data.num_samples
     if args.half is not None:
         # The half first, so --limit picks rows of that half and a quick check never crosses over.
-        keep = split_halves(file_samples)[args.half]
-        data = data.subset(keep)
-        extra_labels = {k: v[keep] for k, v in extra_labels.items()}
+        data, extra_labels = take_rows(data, extra_labels, split_halves(file_samples)[args.half])
     if args.limit is not None:
         if args.limit < data.num_classes:
             raise InputError("command line", "--limit", f"at least the number of classes ({data.num_classes})", args.limit)
-        keep = np.arange(min(args.limit, data.num_samples))
-        data = data.subset(keep)
-        extra_labels = {k: v[keep] for k, v in extra_labels.items()}
+        data, extra_labels = take_rows(data, extra_labels, np.arange(min(args.limit, data.num_samples)))
     for key, arr in extra_labels.items():
         extra_labels[key] = check_setting_labels(path, key, arr, data.num_samples, data.num_classes)
     if args.out:

@@ -21,6 +21,7 @@ import numpy as np
 from dynacor import baselines
 from dynacor.baselines.registry import METHODS as REGISTRY
 from dynacor.baselines.registry import run_method
+from dynacor.data.featurefile import load_features
 from dynacor.errors import InputError
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.featureset import FeatureSet
@@ -105,6 +106,22 @@ def load_setting_arrays(path: Path, settings: list[str], data: FeatureSet) -> di
             arr = np.asarray(archive[key])
         out[key] = arr
     return out
+
+
+def take_rows(data: FeatureSet, extra_labels: dict[str, np.ndarray], keep: np.ndarray
+              ) -> tuple[FeatureSet, dict[str, np.ndarray]]:  # fmt: skip
+    """The rows ``keep`` of the data and of every ``human:KEY`` label array, together."""
+    return data.subset(keep), {k: v[keep] for k, v in extra_labels.items()}
+
+
+def load_half(path: Path, settings: list[str], half: str | None) -> tuple[FeatureSet, dict[str, np.ndarray]]:
+    """A benchmark feature file (clean labels required), its ``human:KEY`` label arrays, and only
+    the rows of ``half`` (`split_halves`; None: every row). The studies under benchmarks/ start here."""
+    data = load_features(path, "labels", needs_clean=True)
+    extra_labels = load_setting_arrays(path, settings, data)
+    if half is None:
+        return data, extra_labels
+    return take_rows(data, extra_labels, split_halves(data.num_samples)[half])
 
 
 def check_setting_labels(file: Path, key: str, labels: np.ndarray, n: int, num_classes: int) -> np.ndarray:
