@@ -37,6 +37,12 @@ VARIANTS = {
     "lr=1e-4+batch=256+last": {"encoder_lr": 1e-4, "encoder_batch_size": 256, "selection": "last"},
     "lr=1e-3+last": {"encoder_lr": 1e-3, "selection": "last"},
     "alpha=1+last": {"alpha": 1.0, "selection": "last"},
+    # The classifier whose dynamics are clustered (against tuned CL, BENCHMARKS.md).
+    "lr=0.01": {"lr": 0.01},
+    "epochs=15": {"epochs": 15},
+    "hidden=128": {"hidden": 128},
+    "wd=1e-4": {"weight_decay": 1e-4},
+    "wd=2e-3": {"weight_decay": 2e-3},
 }
 
 def main() -> None:
