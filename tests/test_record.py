@@ -15,6 +15,7 @@ from torch.utils.data import TensorDataset
 
 from dynacor.cli.main import main
 from dynacor.errors import InputError
+from dynacor.method.config import DynaCorConfig
 from dynacor.method.corruption import make_copies
 from dynacor.method.dynamics import logit_margin
 from dynacor.method.pipeline import Dynamics
@@ -31,8 +32,14 @@ def blobs_dataset(n: int = 300, seed: int = 0) -> tuple[dict, WithCopies]:
     return blobs, WithCopies(base, blobs["labels"], 3, gamma=0.1, seed=seed)
 
 
-def train_and_record(epochs: int = 6, num_epochs: int | None = -1, seed: int = 0) -> tuple[dict, WithCopies, Recorder]:
-    """A small MLP trained on blobs plus copies, batches drawn from a seeded generator."""
+def train_and_record(
+    epochs: int = 6, num_epochs: int | None = -1, seed: int = 0, config: DynaCorConfig | None = None,
+    softmax_seen: np.ndarray | None = None,
+) -> tuple[dict, WithCopies, Recorder]:  # fmt: skip
+    """A small MLP trained on blobs plus copies, batches drawn from a seeded generator.
+
+    ``config`` goes to the recorder; ``softmax_seen`` (epochs, S, C), when given, receives every
+    row's softmax as the training loop saw it (before each step)."""
     blobs, data = blobs_dataset(seed=seed)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -41,14 +48,17 @@ def train_and_record(epochs: int = 6, num_epochs: int | None = -1, seed: int = 0
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     recorder = Recorder.for_dataset(data, num_epochs=epochs if num_epochs == -1 else num_epochs,
                                     clean_labels=blobs["clean_labels"], ids=blobs["ids"],
-                                    class_names=list(blobs["class_names"]))  # fmt: skip
+                                    class_names=list(blobs["class_names"]),
+                                    **({} if config is None else {"config": config}))  # fmt: skip
     x_all = torch.stack([data[i][0] for i in range(len(data))])
     y_all = torch.as_tensor(data.labels_all)
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(len(data), generator=gen)
         for start in range(0, len(data), 64):
             idx = order[start : start + 64]
             logits = model(x_all[idx])
+            if softmax_seen is not None:
+                softmax_seen[epoch, idx.numpy()] = torch.softmax(logits.detach(), dim=1).numpy()
             loss = torch.nn.functional.cross_entropy(logits, y_all[idx])
             recorder.update(logits, y_all[idx], idx)
             optimizer.zero_grad()

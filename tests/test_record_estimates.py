@@ -19,7 +19,7 @@ from dynacor.method.featureset import FeatureSet
 from dynacor.method.pipeline import estimate_windows, recorded_estimate_rows, run
 from dynacor.method.scratch import train_scratch
 from dynacor.record import Recorder, load_dynamics
-from tests.test_record import blobs_dataset
+from tests.test_record import blobs_dataset, train_and_record
 
 FAST = ["--encoder-epochs", "2"]
 EPOCHS = 10  # noise window epochs [1, 3), recall window [0, 2): distinct, both inside training
@@ -30,32 +30,8 @@ def record(
 ):
     """A small MLP trained on blobs plus copies; also returns every epoch's softmax of the S rows
     as the training loop saw it (before each step), to check what the recorder averaged."""
-    blobs, data = blobs_dataset()
-    gen = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # inside fork_rng: the process's RNG is restored afterwards
-        model = torch.nn.Sequential(
-            torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)
-        )
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    recorder = Recorder.for_dataset(
-        data, num_epochs=num_epochs, clean_labels=blobs["clean_labels"], config=config
-    )
-    x_all = torch.stack([data[i][0] for i in range(len(data))])
-    y_all = torch.as_tensor(data.labels_all)
-    seen = np.zeros((epochs, len(data), 3), dtype=np.float32)
-    for epoch in range(epochs):
-        order = torch.randperm(len(data), generator=gen)
-        for start in range(0, len(data), 64):
-            idx = order[start : start + 64]
-            logits = model(x_all[idx])
-            seen[epoch, idx.numpy()] = torch.softmax(logits.detach(), dim=1).numpy()
-            loss = torch.nn.functional.cross_entropy(logits, y_all[idx])
-            recorder.update(logits, y_all[idx], idx)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        recorder.end_epoch()
+    seen = np.zeros((epochs, len(blobs_dataset()[1]), 3), dtype=np.float32)
+    recorder = train_and_record(epochs, num_epochs, config=config, softmax_seen=seen)[2]
     return recorder, seen
 
 
