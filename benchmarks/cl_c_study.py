@@ -20,7 +20,7 @@ import numpy as np
 
 from dynacor.baselines.confident_learning import confident_learning, cross_val_probs
 from dynacor.method.metrics import detection_metrics
-from dynacor.runs.bench import DEFAULT_SETTINGS, load_half, setting_labels
+from dynacor.runs.bench import DEFAULT_SETTINGS, f1_by_setting, load_half, setting_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,11 +47,7 @@ def main() -> None:
                                   "auroc": round(100 * m["auroc"], 2),
                                   "heldout_accuracy": round(100 * float(np.mean(probs.argmax(1) == given)), 2)}),
                       flush=True)  # fmt: skip
-    print("\n| C | " + " | ".join(settings) + " | avg |")
-    print("|---|" + "---|" * (len(settings) + 1))
-    for c, cells in table.items():
-        means = [float(np.mean(cells[s])) for s in settings]
-        print(f"| {c:g} | " + " | ".join(f"{m:.1f}" for m in means) + f" | {np.mean(means):.1f} |")
+    print("\n" + f1_by_setting(table, settings, "C"))
 
 
 if __name__ == "__main__":

@@ -18,11 +18,9 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.pipeline import run
-from dynacor.runs.bench import DEFAULT_SETTINGS, load_half, setting_labels
+from dynacor.runs.bench import DEFAULT_SETTINGS, f1_by_setting, load_half, setting_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,11 +63,7 @@ def main() -> None:
                 table.setdefault(variant, {}).setdefault(setting, []).append(f1)
                 print(json.dumps({"variant": variant, "setting": setting, "seed": seed, "f1": round(f1, 2),
                                   "chosen_epoch": result.chosen_epoch}), flush=True)  # fmt: skip
-    print("\n| variant | " + " | ".join(settings) + " | avg |")
-    print("|---|" + "---|" * (len(settings) + 1))
-    for variant, cells in table.items():
-        means = [float(np.mean(cells[s])) for s in settings]
-        print(f"| {variant} | " + " | ".join(f"{m:.1f}" for m in means) + f" | {np.mean(means):.1f} |")
+    print("\n" + f1_by_setting(table, settings, "variant"))
 
 
 if __name__ == "__main__":

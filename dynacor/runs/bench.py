@@ -124,6 +124,17 @@ def load_half(path: Path, settings: list[str], half: str | None) -> tuple[Featur
     return take_rows(data, extra_labels, split_halves(data.num_samples)[half])
 
 
+def f1_by_setting(table: dict[Any, dict[str, list[float]]], settings: list[str], row_name: str) -> str:
+    """Markdown table of a study: one row per key of ``table`` (a variant, a C, ...), the mean F1
+    over seeds per setting, and their average. ``table[key][setting]`` holds one F1 (%) per seed."""
+    lines = [f"| {row_name} | " + " | ".join(settings) + " | avg |", "|---|" + "---|" * (len(settings) + 1)]
+    for key, cells in table.items():
+        means = [float(np.mean(cells[s])) for s in settings]
+        label = f"{key:g}" if isinstance(key, float) else str(key)
+        lines.append(f"| {label} | " + " | ".join(f"{m:.1f}" for m in means) + f" | {np.mean(means):.1f} |")
+    return "\n".join(lines)
+
+
 def check_setting_labels(file: Path, key: str, labels: np.ndarray, n: int, num_classes: int) -> np.ndarray:
     if labels.ndim != 1 or labels.shape[0] != n:
         raise InputError(file, key, f"a 1-D array of length {n}", f"shape {labels.shape}")
