@@ -13,6 +13,7 @@ from torch import nn
 
 from dynacor.errors import Cancelled
 from dynacor.method.dynamics import logit_margin
+from dynacor.method.estimates import open_windows, window_means
 from dynacor.method.nets import make_sgd, mlp_head
 
 
@@ -191,11 +192,11 @@ def train_head(
         if epoch >= first_late:
             original = idx < n
             late_probs[idx[original]] += probs[original].to(late_dtype)
-        open_windows = [w for w, (a, b) in enumerate(windows) if a <= epoch < b]
-        if open_windows:
+        in_windows = open_windows(windows, epoch)
+        if in_windows:
             pos = estimate_pos[idx.clamp_max(n - 1)]
             keep = (idx < n) & (pos >= 0)
-            for w in open_windows:
+            for w in in_windows:
                 window_sums[w, pos[keep]] += probs[keep]
 
     for epoch in range(epochs):
@@ -240,8 +241,7 @@ def train_head(
     late_probs /= float(epochs - first_late)
     window_probs = None
     if windows:
-        window_sums /= torch.tensor([float(b - a) for a, b in windows], device=device)[:, None, None]
-        window_probs = window_sums.cpu().numpy()
+        window_probs = window_means(window_sums.cpu().numpy(), windows)
     return HeadDynamics(
         margins=margins.cpu().numpy(),
         prob_given=prob_given.cpu().numpy(),

@@ -43,6 +43,17 @@ def choose_rows(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, limit, replace=False)).astype(np.int64)
 
 
+def open_windows(windows: tuple[tuple[int, int], ...] | list[tuple[int, int]], epoch: int) -> list[int]:
+    """Indices of the ``[first, stop)`` windows that ``epoch`` (from 0) falls in."""
+    return [w for w, (first, stop) in enumerate(windows) if first <= epoch < stop]
+
+
+def window_means(sums: np.ndarray, windows: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> np.ndarray:
+    """(W, R, C) softmax summed over each window's epochs -> averaged (divided by its length)."""
+    lengths = np.array([stop - first for first, stop in windows], dtype=np.float32)
+    return sums / lengths[:, None, None]
+
+
 def _thresholds(given: np.ndarray, self_prob: np.ndarray, weights: np.ndarray, num_classes: int) -> np.ndarray:
     """(C,) each class's mean probability of itself over the samples given that class."""
     total = np.bincount(given, weights=weights, minlength=num_classes)

@@ -22,6 +22,7 @@ from torch import nn
 
 from dynacor.errors import Cancelled, InputError
 from dynacor.method.dynamics import logit_margin
+from dynacor.method.estimates import open_windows, window_means
 from dynacor.method.nets import SCHEDULES, init_parameters, make_sgd
 
 ARCHS = ("cnn", "resnet18", "resnet34")
@@ -246,12 +247,12 @@ def train_scratch(
         if epoch >= epochs - late:
             orig = i < n
             late_sum[i[orig]] += probs.cpu().numpy()[orig]
-        open_windows = [w for w, (a, b) in enumerate(windows) if a <= epoch < b]
-        if open_windows:
+        in_windows = open_windows(windows, epoch)
+        if in_windows:
             pos = estimate_pos[i]
             keep = pos >= 0
             kept = probs.cpu().numpy()[keep]
-            for w in open_windows:
+            for w in in_windows:
                 window_sums[w, pos[keep]] += kept
 
     for epoch in range(epochs):
@@ -295,6 +296,5 @@ def train_scratch(
         late_probs=(late_sum / late).astype(np.float32),
         log=log,
         copy_images=copy_images,
-        window_probs=None if window_sums is None
-        else (window_sums / np.array([float(b - a) for a, b in windows])[:, None, None]).astype(np.float32),
+        window_probs=None if window_sums is None else window_means(window_sums, windows).astype(np.float32),
     )

@@ -38,6 +38,7 @@ import torch
 from dynacor.errors import InputError
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.dynamics import logit_margin
+from dynacor.method.estimates import open_windows, window_means
 from dynacor.method.pipeline import (
     Dynamics,
     Result,
@@ -276,7 +277,7 @@ class Recorder:
         """The windows (0 noise, 1 recall) that ``epoch`` (from 0) falls in, when estimates are kept."""
         if self._estimate_rows is None:
             return []
-        return [w for w, (first, stop) in enumerate(self.estimate_windows) if first <= epoch < stop]
+        return open_windows(self.estimate_windows, epoch)
 
     def _is_late(self, epoch: int) -> bool:
         if self.late_epochs == 0:
@@ -362,8 +363,7 @@ class Recorder:
         window, or None (no windows, or not every announced epoch recorded)."""
         if self._window_sums is None or self.num_recorded != self.num_epochs:
             return None
-        lengths = np.array([stop - first for first, stop in self.estimate_windows], dtype=np.float32)
-        return self._window_sums / lengths[:, None, None]
+        return window_means(self._window_sums, self.estimate_windows)
 
     def dynamics(self) -> Dynamics:
         """The recorded `Dynamics`, checked (`InputError` naming the field when incomplete)."""
