@@ -43,6 +43,24 @@ VARIANTS = {
     "wd=2e-3": {"weight_decay": 2e-3},
 }
 
+def variant_changes(name: str) -> dict:
+    """A named variant, or ``field=value`` pairs of `DynaCorConfig` joined by ``+`` (``last``: selection)."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    defaults = DynaCorConfig()
+    changes: dict = {}
+    for part in name.split("+"):
+        if part == "last":
+            changes["selection"] = "last"
+            continue
+        key, _, value = part.partition("=")
+        if not hasattr(defaults, key):
+            raise SystemExit(f"--variants: `{key}` is not a DynaCorConfig field or a named variant")
+        kind = type(getattr(defaults, key))
+        changes[key] = value.lower() in ("1", "true") if kind is bool else kind(value)
+    return changes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", default=str(ROOT.parent / "shared" / "data" / "cifar10_effl0_dev.npz"))
@@ -57,7 +75,7 @@ def main() -> None:
         for setting in settings:
             for seed in (int(s) for s in args.seeds.split(",")):
                 given = setting_labels(data, setting, seed, extra)
-                config = DynaCorConfig(seed=seed).replace(**VARIANTS[variant])
+                config = DynaCorConfig(seed=seed).replace(**variant_changes(variant))
                 result = run(config, data.with_labels(given))
                 f1 = 100 * result.metrics["f1"]
                 table.setdefault(variant, {}).setdefault(setting, []).append(f1)

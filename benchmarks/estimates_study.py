@@ -2,9 +2,10 @@
 truth? Runs DynaCor with its defaults on one half of the dev file for each noise setting and seed
 and compares.
 
-Usage: python benchmarks/estimates_study.py --half tune|report [--seeds 0,1,2] [--out FILE.md]
+Usage: python benchmarks/estimates_study.py --half tune|report|all [--seeds 0,1,2] [--out FILE.md]
 
 The windows and the margin were chosen on the ``tune`` half; the ``report`` half is only reported.
+``all`` reads every row: for label sets no choice was ever made on (`annotator_labels.py`).
 Besides the paper's cut (q > 0.5) it checks the cut ``--target-precision 0.9`` chooses.
 """
 
@@ -38,14 +39,14 @@ def truth(flagged: np.ndarray, noisy: np.ndarray) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", default="../shared/data/cifar10_effl0_dev.npz")
-    parser.add_argument("--half", choices=("tune", "report"), required=True)
+    parser.add_argument("--half", choices=("tune", "report", "all"), required=True)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default=DEFAULT_SETTINGS)
     parser.add_argument("--out", help="also write the Markdown table here")
     args = parser.parse_args()
     path = Path(args.features)
     settings = args.settings.split(",")
-    data, extra = load_half(path, settings, args.half)
+    data, extra = load_half(path, settings, None if args.half == "all" else args.half)
     lines = ["| setting | seed | noise rate: est (interval) / true | precision | recall | in interval | "
              "P@target 0.9: true (flagged) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     errors: dict[str, list[list[float]]] = {}
