@@ -15,6 +15,7 @@ from dynacor.method.config import DynaCorConfig
 from dynacor.method.estimates import (
     confident_labels,
     estimated_curve,
+    low_precision_warning,
     noise_rate_draws,
     noise_rate_from_probs,
     off_diagonal,
@@ -133,6 +134,30 @@ def test_run_reports_estimates_and_a_target_moves_the_cut(blobs):
     np.testing.assert_array_equal(strict.q_noisy, plain.q_noisy)  # the cut moves, the scores do not
     np.testing.assert_array_equal(strict.flagged, strict.q_noisy > strict.threshold)
     assert strict.estimates["threshold"] == strict.threshold
+
+
+def test_a_run_whose_estimated_precision_is_low_says_so(blobs):
+    """Estimates near zero on flags that look fine are what repeated wrong labels produce
+    (BENCHMARKS.md, "Scale"): the run must not present them without a word."""
+    config = DynaCorConfig(seed=0, epochs=8, encoder_epochs=2, estimate_bootstrap=30, explain_neighbours=0)
+    strict = run(config.replace(estimate_precision_floor=1.0), small_set(blobs))
+    precision = strict.estimates["precision"]["value"]
+    assert precision < 1.0
+    assert [w for w in strict.warnings if f"precision at {100 * precision:.0f}%" in w and "near-duplicates" in w]
+    relaxed = run(config.replace(estimate_precision_floor=0.0), small_set(blobs))
+    assert not [w for w in relaxed.warnings if "self-estimates" in w]
+    np.testing.assert_array_equal(relaxed.flagged, strict.flagged)  # a warning, never another cut
+
+
+def test_low_precision_warning_reads_the_point_estimate():
+    def estimates(precision: float, eta: float) -> dict:
+        return {"precision": {"value": precision}, "noise_rate": {"value": eta}}
+
+    assert "precision at 4% (noise rate 0%)" in low_precision_warning(estimates(0.04, 0.001), 0.25)
+    assert low_precision_warning(estimates(0.25, 0.1), 0.25) is None
+    assert low_precision_warning(estimates(float("nan"), 0.0), 0.25) is None  # nothing flagged: nothing to say
+    with pytest.raises(InputError, match="estimate_precision_floor"):
+        check_config(DynaCorConfig(estimate_precision_floor=1.5))
 
 
 def test_targets_are_checked_at_the_boundary():

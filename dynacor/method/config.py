@@ -92,6 +92,11 @@ class DynaCorConfig:
     # Added to both sides of each interval: the largest error of the estimates on the tuning half
     # (7.9 points), which resampling cannot see.
     estimate_margin: float = 0.08
+    # Below this estimated precision at the cut the run warns: either most flags are false alarms or
+    # the classifier learned the wrong labels before the windows (many near-duplicates sharing a
+    # wrong label: docs/ESTIMATES.md). The dev settings and annotators estimate 37-93%; the 1M
+    # synthetic scale rows 4%.
+    estimate_precision_floor: float = 0.25
 
     # 8. The cut: flagged = q_noisy > threshold. The paper's 0.5 unless one target is set, then
     # the cut whose estimated precision (or recall) meets it.

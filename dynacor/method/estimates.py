@@ -266,3 +266,29 @@ def threshold_for_target(curve: dict, target_precision: float | None = None, tar
         return float(thresholds[ok[0]]), None
     return float(thresholds[-1]), (f"no cut reaches an estimated recall of {100 * target_recall:.0f}%: "
                                    "every sample is flagged")  # fmt: skip
+
+
+def low_precision_warning(estimates: dict, floor: float) -> str | None:
+    """A warning when the estimated precision of the cut is below ``floor`` (a fraction).
+
+    Either most flags are false alarms, or the estimates missed the errors: a classifier that
+    learns the wrong labels before the early windows (near-duplicates repeating a wrong label)
+    makes the noise rate, and the precision with it, come out near zero (docs/ESTIMATES.md).
+
+    Parameters
+    ----------
+    estimates : from `quality_at_cut`
+    floor : the precision below which to warn
+
+    Returns
+    -------
+    None, or the message for the user
+    """
+    precision = float(estimates["precision"]["value"])
+    if not np.isfinite(precision) or precision >= floor:
+        return None
+    eta = float(estimates["noise_rate"]["value"])
+    return (f"the self-estimates put the flags' precision at {100 * precision:.0f}% (noise rate {100 * eta:.0f}%): "
+            "either most flags are false alarms, or the classifier learned the wrong labels before the estimates' "
+            "window (many near-duplicates sharing a wrong label do this) and the estimates undercount them; "
+            "see docs/ESTIMATES.md, 'Repeated wrong labels'")  # fmt: skip

@@ -22,6 +22,7 @@ from dynacor.method.encoder import fit_encoder
 from dynacor.method.estimates import (
     choose_rows,
     estimated_curve,
+    low_precision_warning,
     noise_rate_draws,
     off_diagonal,
     quality_at_cut,
@@ -361,6 +362,9 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         estimates = quality_at_cut(q[rows], off, eta, eta_draws, threshold, rng=estimate_rng,
                                    margin=config.estimate_margin)
         estimates["curve"] = curve
+        precision_warning = low_precision_warning(estimates, config.estimate_precision_floor)
+        if precision_warning is not None:
+            warnings.append(precision_warning)
         estimate_parts = {"rows": rows, "off": off, "eta_draws": eta_draws,
                           "window_probs": np.asarray(dynamics.window_probs)}  # fmt: skip
     elif targeted:
