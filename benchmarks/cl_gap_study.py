@@ -26,6 +26,7 @@ import numpy as np
 
 from dynacor.baselines.confident_learning import cross_val_probs
 from dynacor.method.config import DynaCorConfig
+from dynacor.method.metrics import detection_metrics
 from dynacor.method.pipeline import Dynamics, detect, run
 from dynacor.runs.bench import DEFAULT_SETTINGS, f1_by_setting, load_half, setting_labels
 
@@ -33,8 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def f1(flagged: np.ndarray, noisy: np.ndarray) -> float:
-    hits = float((flagged & noisy).sum())
-    return 200.0 * hits / max(float(flagged.sum() + noisy.sum()), 1.0)
+    return 100.0 * detection_metrics(flagged, noisy)["f1"]
 
 
 def best_f1(score: np.ndarray, noisy: np.ndarray) -> float:

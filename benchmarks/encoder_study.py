@@ -43,6 +43,7 @@ VARIANTS = {
     "wd=2e-3": {"weight_decay": 2e-3},
 }
 
+
 def variant_changes(name: str) -> dict:
     """A named variant, or ``field=value`` pairs of `DynaCorConfig` joined by ``+`` (``last``: selection)."""
     if name in VARIANTS:
