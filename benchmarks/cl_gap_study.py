@@ -13,7 +13,14 @@ Per setting and seed, F1 (%) of:
 - ``cl``: the `cl` baseline (logistic regression at the tuned C, cross-fitted), and the best F1 any
   single threshold of its self-confidence or of its normalised margin reaches: how much of CL's
   result comes from cleanlab's per class-pair counting (``prune_by_noise_rate``) and not from the
-  ranking.
+  ranking;
+- ``dynacor + cl``: the rank sum of DynaCor's score and CL's normalised margin, cut per given
+  class at CL's calibrated joint (an ensemble of the two detectors);
+- ``ceiling on signs`` / ``on raw margins``: ORACLE (ground truth): the supervised classifier of
+  `dynacor.baselines.ceiling` trained on half of the samples' dynamics (the signs DynaCor reads, or
+  the standardised raw margins) with the true flags, its best cut on the other half, beside
+  ``cl (same half)`` and ``dynacor (same half)`` on those samples: can any detector that reads
+  these dynamics reach tuned CL?
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
 
+from dynacor.baselines.ceiling import supervised_ceiling
 from dynacor.baselines.confident_learning import cross_val_probs
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.metrics import detection_metrics
@@ -90,9 +99,21 @@ def main() -> None:
                 top_per_class(result.q_noisy[rows], given[rows], early, data.num_classes), noisy[rows])
             probs = cross_val_probs(data.features, given, data.num_classes, seed=seed)
             own = probs[np.arange(len(given)), given]
-            row["cl"] = f1(np.asarray(find_label_issues(given, probs), dtype=bool), noisy)
+            cl_flags = np.asarray(find_label_issues(given, probs), dtype=bool)
+            row["cl"] = f1(cl_flags, noisy)
             row["cl: best cut of self-confidence"] = best_f1(1.0 - own, noisy)
             row["cl: best cut of normalised margin"] = best_f1(probs.max(axis=1) - own, noisy)
+            ensemble = rankdata(result.q_noisy) + rankdata(probs.max(axis=1) - own)
+            row["dynacor + cl (rank sum, cl's counts per class)"] = f1(
+                top_per_class(ensemble, given, probs, data.num_classes), noisy)
+            n = len(given)
+            margins = result.margins_all[:n]
+            for name, signals in (("signs", result.signs_all[:n]), ("raw margins", (margins - margins.mean()) / margins.std())):
+                oracle = supervised_ceiling(signals, noisy, seed=seed)
+                row[f"ORACLE ceiling on {name}, best cut (held-out half)"] = best_f1(oracle.score, noisy[oracle.test_index])
+            held = oracle.test_index
+            row["cl (same held-out half)"] = f1(cl_flags[held], noisy[held])
+            row["dynacor (same held-out half)"] = f1(result.flagged[held], noisy[held])
             for name, value in row.items():
                 table.setdefault(name, {}).setdefault(setting, []).append(value)
             print(json.dumps({"setting": setting, "seed": seed, **{k: round(v, 2) for k, v in row.items()}}), flush=True)
