@@ -111,7 +111,7 @@ def main() -> None:
             for name, signals in (("signs", result.signs_all[:n]), ("raw margins", (margins - margins.mean()) / margins.std())):
                 oracle = supervised_ceiling(signals, noisy, seed=seed)
                 row[f"ORACLE ceiling on {name}, best cut (held-out half)"] = best_f1(oracle.score, noisy[oracle.test_index])
-            held = oracle.test_index
+            held = oracle.test_index  # both oracles split alike: the split depends only on seed and truth
             row["cl (same held-out half)"] = f1(cl_flags[held], noisy[held])
             row["dynacor (same held-out half)"] = f1(result.flagged[held], noisy[held])
             for name, value in row.items():
