@@ -105,6 +105,16 @@ def test_moving_the_cut_back_gives_the_runs_own_flags(run_dir, made):
     assert info["summary"].split(", ")[:3] == before["summary"].split(", ")[:3]  # the run's own line again
 
 
+def test_the_cuts_own_warnings_follow_it_and_the_others_stay(run_dir):
+    before = runstore.read_run(run_dir)
+    (run_dir / "run.json").write_text(json.dumps({**before, "warnings": ["from the clustering"]}))
+    info = runstore.set_cut(run_dir, before["estimates"]["curve"]["threshold"][-1])  # everything flagged
+    assert info["warnings"][0] == "from the clustering"
+    assert len(info["warnings"]) == 2 and "100.0% of the samples are flagged" in info["warnings"][1]
+    info = runstore.set_cut(run_dir, before["threshold"])
+    assert info["warnings"] == ["from the clustering"]
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.7", None, True])
 def test_a_bad_threshold_is_refused_and_nothing_changes(run_dir, bad):
     table = (run_dir / "samples.parquet").read_bytes()

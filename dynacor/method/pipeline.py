@@ -307,6 +307,15 @@ def detect(
                    time.perf_counter(), info, np.random.default_rng(_seed_streams(config.seed)[4]))  # fmt: skip
 
 
+def cut_warnings(flagged: np.ndarray, estimates: dict | None, precision_floor: float) -> list[str]:
+    """The warnings that depend on where the cut is, so that moving it (`dynacor.runs.store.set_cut`)
+    can replace them: an estimated precision below ``precision_floor`` and a flagged share of
+    (almost) nothing or everything. flagged (N,) bool; estimates from `quality_at_cut` or None."""
+    found = [low_precision_warning(estimates, precision_floor) if estimates is not None else None,
+             flagged_share_warning(flagged)]  # fmt: skip
+    return [message for message in found if message is not None]
+
+
 def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, started_total, info, estimate_rng) -> Result:
     n = len(dynamics.given_labels)
     m = len(dynamics.copy_pair)
@@ -362,9 +371,6 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         estimates = quality_at_cut(q[rows], off, eta, eta_draws, threshold, rng=estimate_rng,
                                    margin=config.estimate_margin)
         estimates["curve"] = curve
-        precision_warning = low_precision_warning(estimates, config.estimate_precision_floor)
-        if precision_warning is not None:
-            warnings.append(precision_warning)
         estimate_parts = {"rows": rows, "off": off, "eta_draws": eta_draws,
                           "window_probs": np.asarray(dynamics.window_probs)}  # fmt: skip
     elif targeted:
@@ -373,9 +379,7 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         raise InputError(dynamics.source.get("file", "<arrays>"), "window_probs", "recorded (a target precision or "
                          "recall chooses the cut from the self-estimates, which read the early softmax)", "absent")  # fmt: skip
     flagged = q > threshold
-    share_warning = flagged_share_warning(flagged)
-    if share_warning is not None:
-        warnings.append(share_warning)
+    warnings += cut_warnings(flagged, estimates, config.estimate_precision_floor)
     for message in warnings:
         emit("warning", message=message)
     if dynamics.late_probs is not None:

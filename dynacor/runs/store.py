@@ -174,8 +174,9 @@ def set_cut(run_dir: str | Path, threshold: float) -> dict:
     The table is written before run.json, each atomically: a crash between them leaves the new
     flags with the old record, which the next call (or a re-run of this one) repairs.
     """
+    from dynacor.method.config import DynaCorConfig
     from dynacor.method.estimates import quality_at_cut
-    from dynacor.method.pipeline import _seed_streams, summary_text
+    from dynacor.method.pipeline import _seed_streams, cut_warnings, summary_text
 
     run_dir = Path(run_dir)
     info = read_run(run_dir)
@@ -191,6 +192,9 @@ def set_cut(run_dir: str | Path, threshold: float) -> dict:
     except MissingError:
         scores = frame["noisy_score"].to_numpy(dtype=np.float64)
     flagged = scores > threshold
+    floor = float(info.get("config", {}).get("estimate_precision_floor", DynaCorConfig.estimate_precision_floor))
+    # The old cut's own warnings go; the target's and the clustering's stay.
+    stale = cut_warnings(frame["flagged"].to_numpy(dtype=bool), info.get("estimates"), floor)
     frame["flagged"] = flagged.astype(np.int8)
     if "cluster" in frame:
         frame["cluster"] = np.where(flagged, "noisy", "clean")
@@ -211,8 +215,9 @@ def set_cut(run_dir: str | Path, threshold: float) -> dict:
 
         metrics = detection_metrics(flagged, frame["is_noisy"].to_numpy(dtype=bool), scores)
     _write_samples(run_dir, frame)
+    warnings = [w for w in info.get("warnings") or [] if w not in stale] + cut_warnings(flagged, estimates, floor)
     info = {**info, "threshold": float(threshold), "estimates": estimates, "num_flagged": int(flagged.sum()),
-            "metrics": metrics}  # fmt: skip
+            "metrics": metrics, "warnings": warnings}  # fmt: skip
     encoder_epochs = len(load_epochs(run_dir, "encoder")) if (run_dir / "encoder_epochs.csv").exists() else 1
     info["summary"] = summary_text(len(frame), int(flagged.sum()), float(threshold), int(info.get("chosen_epoch", 0)),
                                    encoder_epochs, estimates, metrics, float(info.get("timings", {}).get("total", 0.0)))  # fmt: skip
