@@ -1,0 +1,36 @@
+"""Data as text: what a data set chose (class names, sample ids, paths, run and annotator names)
+shown by a Streamlit element that renders Markdown.
+
+st.markdown, st.caption, st.write of a string, st.title/header/subheader, st.info/warning/error,
+st.metric, st.tabs, st.expander and every widget label render Markdown, and so does a radio's
+option. A class name ``![pix](http://host/track.png)`` there becomes an image that every
+annotator's browser fetches from an address the data set chose; ``[x](javascript:...)`` a link.
+``plain`` makes such text print as itself. ``plain_html`` does the same for plotly, whose hover
+text, axis titles and legend render a subset of HTML (``<a href>``, ``<img>`` is dropped, but
+``<b>``/``<br>`` and links are not).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+# CommonMark lets a backslash escape any ASCII punctuation, and the escaped character is always
+# printed literally. Escaping all of it (not only today's specials) also covers GFM tables (|),
+# strikethrough (~), autolink literals (``http://``, ``www.``: the escaped ``:``/``.`` break
+# them), math ($), Streamlit's ``:red[...]``/``:material/x:`` directives (:) and raw HTML (<, &).
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# A line break inside a label could start a block (a heading, a list, an indented code block);
+# Markdown would fold a single one into a space anyway.
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+def plain(text: object) -> str:
+    """``text`` as Markdown that Streamlit renders literally (for a label, caption, markdown...)."""
+    text = _LINE_BREAKS.sub(" ", str(text))
+    return _PUNCTUATION.sub(r"\\\1", text)
+
+
+def plain_html(text: object) -> str:
+    """``text`` for plotly's HTML-ish labels (hover text, axis titles, legend, annotations)."""
+    return html.escape(str(text), quote=True)
