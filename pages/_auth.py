@@ -9,6 +9,7 @@ import streamlit as st
 from dynacor.errors import InputError
 from dynacor.review import access
 from dynacor.review.access import SIGNED_IN, SIGNED_OUT, Access, Policy
+from pages._text import plain
 
 
 def policy() -> Policy:
@@ -46,12 +47,12 @@ def gate() -> Access:
         st.stop()
     if who.mode == SIGNED_IN:
         with st.sidebar:
-            st.caption(f"Signed in as **{who.identity}**" + (f" ({who.role})" if who.role else ""))
+            st.caption(f"Signed in as **{plain(who.identity)}**" + (f" ({who.role})" if who.role else ""))
             if who.via == "oidc" and st.button("Sign out", key="sign_out"):
                 st.logout()
         if who.role is None:
             st.title("DynaCor")
-            st.warning(f"You are signed in as **{who.identity}**, but no role is given to you here. "
+            st.warning(f"You are signed in as **{plain(who.identity)}**, but no role is given to you here. "
                        "An admin adds you to `[dynacor.roles]` in the app's secrets.toml.")  # fmt: skip
             st.stop()
     return who
@@ -62,7 +63,7 @@ def require(action: str, what: str) -> Access:
     who = current()
     if not who.can(action):
         st.error(
-            f"Only an admin can {what}; you are signed in as {who.identity or 'nobody'} ({who.role or 'no role'})."
+            f"Only an admin can {what}; you are signed in as {plain(who.identity or 'nobody')} ({who.role or 'no role'})."
         )
         st.stop()
     return who

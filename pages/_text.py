@@ -33,15 +33,19 @@ def plain(text: object) -> str:
 
 def plain_html(text: object) -> str:
     """``text`` for plotly's HTML-ish labels (hover text, axis titles, legend, annotations)."""
-    return html.escape(str(text), quote=True)
+    # No tag can open without "<", so quotes stay as they are.
+    return html.escape(str(text), quote=False)
 
 
 def code(text: object) -> str:
     """``text`` as an inline code span: printed literally, in monospace (ids, run names, paths).
 
     Nothing inside a code span is Markdown; only a run of backticks as long as the fence closes
-    it, so the fence is one backtick longer than the longest run in the text."""
+    it, so the fence is one backtick longer than the longest run in the text. Streamlit rewrites
+    ``:material/`` in the raw source, code spans included; such text goes out escaped instead."""
     text = _LINE_BREAKS.sub(" ", str(text))
+    if ":material/" in text:
+        return plain(text)
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     # A space on each side keeps a leading or trailing backtick off the fence (CommonMark strips one).

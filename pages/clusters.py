@@ -20,6 +20,7 @@ from pages._common import (
     safe,
     samples,
 )
+from pages._text import plain, plain_html
 
 require_router()  # before anything is drawn: see pages/_common.py
 
@@ -63,7 +64,13 @@ show_copies = c2.toggle("Show corrupted copies", value=True, key="show_copies")
 
 
 def label_text(values: np.ndarray) -> np.ndarray:
-    return np.asarray([label_name(names, v) for v in values], dtype=object)
+    """Class names for the hover text, which plotly reads as HTML."""
+    return np.asarray([plain_html(label_name(names, v)) for v in values], dtype=object)
+
+
+def id_text(values: np.ndarray) -> np.ndarray:
+    """Sample ids for the hover text (only the drawn ones: a big run has a million)."""
+    return np.asarray([plain_html(v) for v in values], dtype=object).astype(str)
 
 
 # Big runs: a seeded subset is drawn over a density shading of every point; a box or lasso still
@@ -79,7 +86,7 @@ def hover_of_originals(rows: np.ndarray) -> np.ndarray:
     given = label_text(frame["given_label"].to_numpy()[rows]).astype(str)
     suggested = label_text(frame["suggested_label"].to_numpy()[rows]).astype(str)
     score = np.char.mod("%.3f", frame["noisy_score"].to_numpy()[rows])
-    return np.char.add(np.char.add(np.char.add("id ", ids[rows]), np.char.add("<br>given: ", given)),
+    return np.char.add(np.char.add(np.char.add("id ", id_text(ids[rows])), np.char.add("<br>given: ", given)),
                        np.char.add(np.char.add("<br>suggested: ", suggested), np.char.add("<br>score: ", score)))  # fmt: skip
 
 
@@ -100,7 +107,7 @@ else:
     column = {"predicted cluster": "cluster", "given label": "given_label", "ground truth": "clean_label"}[colour_by]
     values = frame[column].to_numpy()
     for k, value in enumerate(sorted(set(values.tolist()))):
-        label = str(value) if column == "cluster" else label_name(names, value)
+        label = str(value) if column == "cluster" else plain_html(label_name(names, value))  # legend: HTML
         groups.append((label, np.flatnonzero(values == value), np.array(COLOURS[k % len(COLOURS)])))
 for label, rows, colour in groups:
     rows = np.intersect1d(rows, drawn_orig, assume_unique=True) if sampled else rows
@@ -113,7 +120,7 @@ for label, rows, colour in groups:
     fig.add_trace(go.Scattergl(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=label, marker=marker,
                                customdata=rows, hovertext=hover_of_originals(rows), hoverinfo="text"))  # fmt: skip
 if show_copies and drawn_copies.size:
-    copy_hover = np.char.add(np.char.add("copy of id ", ids[pair[drawn_copies]]),
+    copy_hover = np.char.add(np.char.add("copy of id ", id_text(ids[pair[drawn_copies]])),
                              np.char.add("<br>corrupted label: ", label_text(copy_labels[drawn_copies]).astype(str)))  # fmt: skip
     fig.add_trace(go.Scattergl(
         x=coords[n + drawn_copies, 0], y=coords[n + drawn_copies, 1], mode="markers", name="corrupted copies",
@@ -175,7 +182,7 @@ if "path" in frame:
     cols = st.columns(8)
     for k, (_, row) in enumerate(shown.iterrows()):
         image = thumbnails.for_display(thumbnails.load_image(source, row["path"]), size=96)
-        cols[k % 8].image(image, caption=f"{row['id']}: {label_name(names, row['given_label'])}")
+        cols[k % 8].image(image, caption=plain(f"{row['id']}: {label_name(names, row['given_label'])}"))
     if len(chosen) > MAX_THUMBS:
         st.caption(f"Thumbnails of the first {MAX_THUMBS}; the table lists all.")
 else:

@@ -18,6 +18,7 @@ from dynacor.runs import store as runstore
 from pages._auth import current, require
 from pages._common import (
     audit_cards,
+    candidates,
     class_names,
     pick_finished_run,
     require_router,
@@ -29,6 +30,7 @@ from pages._common import (
     samples,
     start_run,
 )
+from pages._text import code, plain
 
 require_router()  # before anything is drawn: see pages/_common.py
 
@@ -42,6 +44,7 @@ frame = safe(samples, name)
 latest = review_store().latest_decisions(review_key(name))
 export = review.final_labels(frame, latest, class_names(name))
 quality = review.review_quality(frame, latest, audit_cards(name)["key"])
+shares = review.candidate_shares(frame, latest, safe(candidates, name)[0])  # fixes that took candidate 1, or 1-3
 estimates = run_info(name).get("estimates")  # the detector's own figures at the run's cut, if any
 estimated = review.estimates_line(estimates)
 decided = int((export["decision"] != "").sum())
@@ -58,7 +61,7 @@ st.caption(
 )
 
 st.subheader("Quality measured by the review")
-for line in review.quality_lines(quality) + ([estimated] if estimated else []):
+for line in review.quality_lines(quality) + [review.candidate_line(shares)] + ([estimated] if estimated else []):
     st.markdown(f"- {line}")
 
 c1, c2, c3 = st.columns(3)
@@ -68,7 +71,7 @@ buffer = io.BytesIO()
 export.to_parquet(buffer, index=False)
 c2.download_button("Download Parquet", buffer.getvalue(), file_name=f"{name}-labels.parquet",
                    mime="application/vnd.apache.parquet", key="download_parquet")  # fmt: skip
-figures = review.quality_figures(name, quality, estimates)
+figures = review.quality_figures(name, {**quality, "candidates": shares}, estimates)
 c3.download_button("Download the quality figures (JSON)", json.dumps(figures, indent=2).encode("utf-8"),
                    file_name=f"{name}-quality.json", mime="application/json", key="download_quality")  # fmt: skip
 
@@ -96,7 +99,7 @@ with t2:
                    "Images are given by path (the built-in sample's are extracted next to the run); "
                    "`dynacor export --to labelstudio --image-root DIR` writes local-files URLs instead. "
                    "Label Studio's JSON export comes back with "
-                   f"`dynacor import-review {run_dir(name)} --from labelstudio FILE`.")  # fmt: skip
+                   f"{code(f'dynacor import-review {run_dir(name)} --from labelstudio FILE')}.")  # fmt: skip
     else:
         st.info("Label Studio shows images: this run was made from features without image paths.")
 with t3:
@@ -114,9 +117,9 @@ with t3:
                     points, note = run_points(run_dir(name), len(rows))
                     exports.write_dataset(rows, target, points)
                 except (InputError, MissingError) as exc:
-                    st.error(str(exc))
+                    st.error(plain(exc))
                 else:
-                    st.success(f"Wrote {len(rows):,} samples to `{target}` ({note}).")
+                    st.success(f"Wrote {len(rows):,} samples to {code(target)} ({plain(note)}).")
         st.caption("Open it with:")
         st.code(f"fiftyone datasets create --name dynacor-{name} --dataset-dir {target} "
                 f"--type fiftyone.types.FiftyOneDataset\nfiftyone app launch dynacor-{name}", language="bash")  # fmt: skip

@@ -11,6 +11,7 @@ from dynacor.runs import view as runview
 from dynacor.runs.request import SCRATCH_DEFAULTS, prepare
 from pages._auth import current
 from pages._common import PAGES, job_runner, require_router, runs_root, start_run
+from pages._text import code, plain
 
 require_router()  # before anything is drawn: see pages/_common.py
 
@@ -28,12 +29,12 @@ if who.mode == "single-user":
     st.caption("Single-user mode: no sign-in configured, so whoever opens this app can start and cancel runs "
                "(README, Team use, tells how to sign people in).")  # fmt: skip
 elif not who.can("start"):
-    st.info(f"Signed in as {who.identity} ({who.role}): runs are started and cancelled by an admin. "
+    st.info(f"Signed in as {plain(who.identity)} ({who.role}): runs are started and cancelled by an admin. "
             "Review the flagged samples of a finished run on the **Review** or **Grid** page.")  # fmt: skip
 
 if busy:
     with st.container(border=True):
-        st.markdown(f"**A run is working:** `{job.run_dir.name}`")
+        st.markdown(f"**A run is working:** {code(job.run_dir.name)}")
         left, right = st.columns(2)
         if left.button("Follow it on the Training page", key="follow"):
             st.session_state["current_run"] = job.run_dir.name
@@ -50,7 +51,7 @@ if who.can("start"):  # annotators see the runs, not the form
             "Path (for every source but the built-in sample)",
             key="source_path",
             help="Relative paths start at the first data root. Allowed roots: "
-            + ", ".join(str(r) for r in runview.data_roots()),
+            + ", ".join(plain(r) for r in runview.data_roots()),  # help text is Markdown
         )
         c1, c2 = st.columns(2)
         backbone = c1.selectbox("Backbone (image sources)", list(BACKBONES), key="backbone", help="; ".join(f"{k}: {v}" for k, v in BACKBONES.items()))

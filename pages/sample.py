@@ -26,6 +26,7 @@ from pages._common import (
     safe,
     samples,
 )
+from pages._text import code, plain
 
 require_router()  # before anything is drawn: see pages/_common.py
 
@@ -44,7 +45,7 @@ if not typed:
     typed = keys.iloc[int(frame["noisy_score"].to_numpy().argmax())]
 matches = frame.index[keys == str(typed).strip()]
 if len(matches) == 0:
-    st.warning(f"No sample with id `{typed}` in run `{name}`.")
+    st.warning(f"No sample with id {code(typed)} in run {code(name)}.")
     st.stop()
 row = frame.loc[matches[0]]
 st.session_state["current_sample"] = str(row["id"])
@@ -54,21 +55,21 @@ left, right = st.columns([1, 2])
 with left:
     if "path" in frame:
         image = thumbnails.load_image(run_info(name).get("source"), row.get("path"))
-        st.image(thumbnails.for_display(image), caption=str(row.get("path", "")))
+        st.image(thumbnails.for_display(image), caption=plain(row.get("path", "")))
     else:
         st.info("Feature-only run: this sample has no image.")
 with right:
-    st.subheader(f"id {row['id']}")
+    st.subheader(f"id {plain(row['id'])}")
     m1, m2, m3 = st.columns(3)
-    m1.metric("Given label", label_name(names, row["given_label"]))
-    m2.metric("Suggested label", label_name(names, row["suggested_label"]))
+    m1.metric("Given label", plain(label_name(names, row["given_label"])))
+    m2.metric("Suggested label", plain(label_name(names, row["suggested_label"])))
     m3.metric("Noisy score", f"{row['noisy_score']:.3f}")
     m2.caption(f"classifier probability {row['suggested_prob']:.2f}")
     m3.caption("flagged as noisy" if int(row["flagged"]) else "not flagged")
     if "clean_label" in frame:
         truth = label_name(names, row["clean_label"])
         verdict = "noisy" if int(row.get("is_noisy", 0)) else "clean"
-        st.caption(f"Ground truth: {truth} (the given label is {verdict})")
+        st.caption(f"Ground truth: {plain(truth)} (the given label is {verdict})")
 
 signs = safe(array, name, "dynamics")
 margins = safe(array, name, "margins")

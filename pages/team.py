@@ -13,9 +13,11 @@ import streamlit as st
 from dynacor import review
 from dynacor.data import thumbnails
 from dynacor.review import agreement
+from dynacor.review.candidates import has_suggestion
 from pages._auth import annotator as signed_annotator
 from pages._auth import current
 from pages._common import (
+    candidates,
     class_names,
     flagged,
     label_name,
@@ -27,6 +29,7 @@ from pages._common import (
     samples,
     shared_queue,
 )
+from pages._text import code, plain
 
 require_router()  # before anything is drawn: see pages/_common.py
 
@@ -170,6 +173,9 @@ else:
         key="team_per_annotator",
     )
 
+# Whether the ranked candidates were worth having: how many fixes took the suggestion, or one of 3.
+st.caption(review.candidate_line(review.candidate_shares(frame, latest, safe(candidates, name)[0])))
+
 # ---- agreement
 
 st.subheader("Agreement")
@@ -223,7 +229,7 @@ def settle(
     store.record_decision(run_key, key, decision, chosen, admin, final=True)
     st.session_state.pop(PICK, None)  # the next conflict comes up
     st.session_state["team_resolved"] = (
-        f"Final decision on id `{key}`: {vote_text(decision, chosen)}."
+        f"Final decision on id {code(key)}: {plain(vote_text(decision, chosen))}."
     )
 
 
@@ -252,7 +258,7 @@ def conflict_queue() -> None:
     votes_of = {s: part for s, part in conflicts.groupby("sample", sort=False)}
     st.caption(
         f"{len(cards):,} cards in conflict. The final decision is recorded under your name, "
-        f"**{admin}**, and overrides the votes."
+        f"**{plain(admin)}**, and overrides the votes."
     )
     overview = by_key.loc[cards[:OVERVIEW_ROWS]]
     st.dataframe(
@@ -288,19 +294,19 @@ def conflict_queue() -> None:
         with left:
             if "path" in frame:
                 image = thumbnails.load_image(source, row.get("path"))
-                st.image(thumbnails.for_display(image), caption=str(row.get("path", "")))
+                st.image(thumbnails.for_display(image), caption=plain(row.get("path", "")))
             else:
                 st.info("Feature-only run: no image to show.")
         with right:
-            st.markdown(f"#### id `{pick}`")
-            st.markdown(f"Given label: **{label_name(names, given)}**")
+            st.markdown(f"#### id {code(pick)}")
+            st.markdown(f"Given label: **{plain(label_name(names, given))}**")
             st.markdown(
-                f"Suggested label: **{label_name(names, suggested)}** "
+                f"Suggested label: **{plain(label_name(names, suggested))}** "
                 f"(p = {row['suggested_prob']:.2f})"
             )
             st.markdown(
                 "\n".join(
-                    f"- **{who_name(v.annotator)}** voted {vote_text(v.decision, v.label)}"
+                    f"- **{plain(who_name(v.annotator))}** voted {plain(vote_text(v.decision, v.label))}"
                     for v in votes_of[pick].itertuples()
                 )
             )
@@ -314,9 +320,10 @@ def conflict_queue() -> None:
                 width="stretch",
             )
             b2.button(
-                f"Accept suggestion: {label_name(names, suggested)}",
+                f"Accept suggestion: {plain(label_name(names, suggested))}",
                 key="final_accept",
                 type="primary",
+                disabled=not has_suggestion(given, suggested),  # nothing to accept
                 on_click=settle,
                 args=(pick, "accept", *card),
                 width="stretch",

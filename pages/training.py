@@ -28,6 +28,7 @@ from pages._common import (
     runs_root,
     samples,
 )
+from pages._text import plain
 
 require_router()  # before anything is drawn: see pages/_common.py
 
@@ -87,7 +88,7 @@ def render() -> None:
         st.progress(float(row["fraction"]), text=text)
 
     if status in (runstore.FAILED, runstore.INTERRUPTED):
-        st.error(f"The run {status}: {error or 'no error recorded (the process stopped)'}")
+        st.error(f"The run {status}: {plain(error) if error else 'no error recorded (the process stopped)'}")  # may quote data
         log = run_dir / "error.txt"
         if log.exists():
             with st.expander("error.txt", expanded=True):
@@ -263,7 +264,7 @@ def cut_control(info: dict, estimates: dict, curve: dict) -> None:
             try:
                 runstore.set_cut(run_dir, float(thresholds[chosen]))
             except (InputError, MissingError, CorruptError) as exc:
-                st.error(f"The cut did not move: {exc}")
+                st.error(f"The cut did not move: {plain(exc)}")
             else:
                 keys = flagged(name)["key"].tolist()  # re-read: samples.parquet was rewritten
                 review_store().set_queue(run_key, keys)  # the queue the whole team shares follows

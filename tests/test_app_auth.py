@@ -18,6 +18,7 @@ from dynacor.method.config import DynaCorConfig  # noqa: E402
 from dynacor.review import flagged_sorted  # noqa: E402
 from dynacor.review.store import ReviewStore  # noqa: E402
 from dynacor.runs import store as runstore  # noqa: E402
+from pages._text import plain  # noqa: E402
 from tests.app_fixtures import finished_run, write_features  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -108,9 +109,9 @@ def test_annotator_sees_runs_but_cannot_start_cancel_or_export(env, tmp_path):
     at = open_page("run", user=ANN)
     no_exception(at)
     text = texts(at)
-    assert "Past runs" in text and f"Signed in as {ANN} (annotator)" in text
+    assert "Past runs" in text and f"Signed in as {plain(ANN)} (annotator)" in text  # data shows as text
     assert "Start run" not in labels(at) and "source_kind" not in [s.key for s in at.selectbox]
-    assert f"Signed in as **{ANN}** (annotator)" in [c.value for c in at.sidebar.caption]
+    assert f"Signed in as **{plain(ANN)}** (annotator)" in [c.value for c in at.sidebar.caption]
     export = open_page("export", user=ANN)
     assert not export.get("download_button")
     # A run working (long enough to be seen working): the annotator sees it, without a cancel button.
@@ -145,7 +146,7 @@ def test_admin_can_start_and_export(env):
     at = open_page("run", user=LEAD)
     no_exception(at)
     assert "Start run" in labels(at)
-    assert f"Signed in as **{LEAD}** (admin)" in [c.value for c in at.sidebar.caption]
+    assert f"Signed in as **{plain(LEAD)}** (admin)" in [c.value for c in at.sidebar.caption]
     export = open_page("export", user=LEAD)
     no_exception(export)
     assert "Download CSV" in [d.label for d in export.get("download_button")]

@@ -19,6 +19,7 @@ from dynacor import review  # noqa: E402
 from dynacor.review.access import ADMIN, ANNOTATOR, SIGNED_IN, Access  # noqa: E402
 from dynacor.review.store import ReviewStore, default_url  # noqa: E402
 from dynacor.runs import store as runstore  # noqa: E402
+from pages._text import plain  # noqa: E402
 from tests.app_fixtures import finished_run  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -180,7 +181,7 @@ def test_admin_sets_double_review_sees_agreement_and_resolves_a_conflict(env):
     ok(at)
     row = cards.set_index("key").loc[target]
     assert f"#### id `{target}`" in texts(at)
-    assert f"**{ANN}** voted" in texts(at) and f"**{BOB}** voted" in texts(at)
+    assert f"**{plain(ANN)}** voted" in texts(at) and f"**{plain(BOB)}** voted" in texts(at)  # data shows as text
     assert len(at.get("image")) == 1  # the run has images: the card shows its thumbnail
     at.button(key="final_accept").click()
     at.run()
