@@ -68,6 +68,53 @@ def test_a_database_from_before_final_decisions_is_upgraded_in_place(tmp_path):
     assert latest["final"].tolist() == [False, False]
 
 
+OLD_DECISIONS = ("CREATE TABLE decisions (id {id}, run VARCHAR(255) NOT NULL, sample VARCHAR(255) NOT NULL, "
+                 "decision VARCHAR(16) NOT NULL, label INTEGER, annotator VARCHAR(255) NOT NULL, time FLOAT NOT NULL, "
+                 "final BOOLEAN NOT NULL DEFAULT {false})")  # fmt: skip
+
+
+def test_a_database_from_before_candidate_ranks_is_upgraded_in_place(url):
+    """A store made before decisions recorded a candidate rank (SQLite or PostgreSQL) opens,
+    gains the column (idempotently), keeps its rows, and records ranks from then on."""
+    import sqlalchemy as sa
+
+    from dynacor.review import store as review_store
+
+    postgres = url.startswith("postgresql")
+    old = sa.create_engine(url)
+    with old.begin() as conn:  # the decisions table as the previous version made it
+        conn.exec_driver_sql(OLD_DECISIONS.format(id="SERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY AUTOINCREMENT",
+                                                  false="false" if postgres else "0"))  # fmt: skip
+        conn.exec_driver_sql("INSERT INTO decisions (run, sample, decision, label, annotator, time) "
+                             "VALUES ('r', '5', 'relabel', 2, 'ann', 1.0)")  # fmt: skip
+    old.dispose()
+    store = ReviewStore(url)
+    review_store._create_schema(store.engine)  # a second app process starting: nothing to do
+    store.record_decision("r", 6, "relabel", 3, "ann", when=2.0, candidate_rank=2)
+    latest = store.latest_decisions("r").set_index("sample")
+    assert latest.loc["5", "label"] == 2 and pd.isna(latest.loc["5", "candidate_rank"])
+    assert latest.loc["6", "candidate_rank"] == 2 and str(latest["candidate_rank"].dtype) == "Int64"
+
+
+def test_decisions_record_which_candidate_was_taken(url):
+    store = ReviewStore(url)
+    store.record_decision("r", 1, "accept", 4, "ann")  # accepting is taking candidate 1
+    store.record_decision("r", 2, "relabel", 5, "ann", candidate_rank=3)
+    store.record_decision("r", 3, "relabel", 9, "ann", candidate_rank=0)  # found by search
+    store.record_decision("r", 4, "keep", 1, "ann", candidate_rank=2)  # a keep takes no candidate
+    store.record_decisions("r", [{"sample": 5, "decision": "relabel", "label": 6, "candidate_rank": 2},
+                                 {"sample": 6, "decision": "remove"}], annotator="bob")  # fmt: skip
+    latest = store.latest_decisions("r").set_index("sample")["candidate_rank"]
+    assert latest.loc[["1", "2", "3", "5"]].tolist() == [1, 3, 0, 2]
+    assert latest.loc[["4", "6"]].isna().all()
+    assert store.history("r", 2)["candidate_rank"].tolist() == [3]
+    for bad in ({"decision": "accept", "label": 4, "candidate_rank": 2}, {"decision": "relabel", "label": 4, "candidate_rank": -1},
+                {"decision": "relabel", "label": 4, "candidate_rank": "first"}):  # fmt: skip
+        with pytest.raises(InputError, match="candidate_rank"):
+            store.record_decisions("r", [{"sample": 9, **bad}])
+    assert store.count("r") == 6
+
+
 def test_latest_decision_wins_and_history_is_kept(url):
     store = ReviewStore(url)
     store.record_decision("run1", 7, "keep", 2, "ann", when=1.0)

@@ -74,7 +74,7 @@ except ImportError:  # Windows: SQLite's own busy wait only
     fcntl = None
 
 from dynacor.errors import InputError
-from dynacor.review.decisions import DECISIONS, LABELLED
+from dynacor.review.decisions import DECISIONS, LABELLED, RANKED
 
 DB_FILE = "reviews.sqlite"
 ENV_URL = "DYNACOR_REVIEW_DB"
@@ -102,6 +102,10 @@ decisions = sa.Table(
     sa.Column("time", sa.Float, nullable=False),
     # An admin's decision on a card, over the annotators' (double review's conflicts).
     sa.Column("final", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    # Which of the card's candidate classes an accept or relabel took: 1-3, or 0 for a class found
+    # by search (`dynacor.review.candidates.choice`); NULL for the other decisions and for
+    # decisions recorded before the column existed.
+    sa.Column("candidate_rank", sa.Integer, nullable=True),
     sa.Index("ix_decisions_run_sample", "run", "sample", "id"),
 )
 review_runs = sa.Table(
@@ -135,7 +139,7 @@ review_leases = sa.Table(
     sa.Index("ix_review_leases_annotator", "run", "annotator"),
 )
 
-COLUMNS = ["sample", "decision", "label", "annotator", "time", "final"]
+COLUMNS = ["sample", "decision", "label", "annotator", "time", "final", "candidate_rank"]
 VOTE_COLUMNS = ["sample", "annotator", "decision", "label", "time"]
 
 
@@ -235,8 +239,9 @@ def _writer_turn(engine: sa.Engine) -> Iterator[None]:
 
 
 def _create_schema(engine: sa.Engine) -> None:
-    """The tables, and the ``final`` column added to a decisions table made before it existed.
-    One process at a time (several app processes may start at once)."""
+    """The tables, and the columns added since (``final``, ``candidate_rank``) added to a
+    decisions table made before they existed. Idempotent; one process at a time (several app
+    processes may start at once)."""
     with engine.connect() as conn:
         conn.execution_options(**{_WRITE: True})
         with conn.begin():
@@ -249,6 +254,8 @@ def _create_schema(engine: sa.Engine) -> None:
                 conn.exec_driver_sql(
                     f"ALTER TABLE decisions ADD COLUMN final BOOLEAN NOT NULL DEFAULT {default}"
                 )
+            if "candidate_rank" not in columns:  # nullable: old rows say nothing about candidates
+                conn.exec_driver_sql("ALTER TABLE decisions ADD COLUMN candidate_rank INTEGER")
 
 
 class ReviewStore:
@@ -283,11 +290,14 @@ class ReviewStore:
         annotator: str = "",
         when: float | None = None,
         final: bool = False,
+        candidate_rank: int | None = None,
     ) -> int:
         """Store one decision and commit; release the annotator's lease on the card. ``final``:
-        an admin's decision that overrides the annotators' (module docstring). Returns its row
-        id."""
-        row = _row(run, sample, decision, label, annotator, when, final)
+        an admin's decision that overrides the annotators' (module docstring).
+        ``candidate_rank``: for accept and relabel, which of the card's candidates was taken (1-3;
+        0: a class found by search); an accept without one is rank 1 (the suggestion), the other
+        decisions record none. Returns its row id."""
+        row = _row(run, sample, decision, label, annotator, when, final, candidate_rank)
         with self._writing() as conn:
             result = conn.execute(decisions.insert().values(**row))
             self._lock_cards(conn, row["run"], [row["sample"]])
@@ -298,11 +308,12 @@ class ReviewStore:
         self, run: str, items: Iterable[dict[str, Any]], annotator: str = "", final: bool = False
     ) -> int:
         """Store many decisions in one transaction (bulk actions). Each item has ``sample``,
-        ``decision`` and optionally ``label``, ``annotator``, ``time``. Returns how many."""
+        ``decision`` and optionally ``label``, ``annotator``, ``time``, ``candidate_rank`` (as
+        `record_decision`). Returns how many."""
         now = time.time()
         rows = [
             _row(run, item["sample"], item["decision"], item.get("label"),
-                 item.get("annotator", annotator), item.get("time", now), final)
+                 item.get("annotator", annotator), item.get("time", now), final, item.get("candidate_rank"))
             for item in items
         ]  # fmt: skip
         if not rows:
@@ -565,7 +576,8 @@ class ReviewStore:
     def latest_decisions(self, run: str):
         """The decision that counts for each decided sample of ``run`` (module docstring: the
         latest one in single review): a DataFrame with columns sample (str), decision, label
-        (nullable Int64), annotator, time, final; one row per sample."""
+        (nullable Int64), annotator, time, final, candidate_rank (nullable Int64); one row per
+        sample."""
         import pandas as pd
 
         with self.engine.connect() as conn:
@@ -852,7 +864,7 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 
 
 def _row(run: str, sample: object, decision: str, label: int | None, annotator: str,
-         when: float | None, final: bool = False) -> dict:  # fmt: skip
+         when: float | None, final: bool = False, candidate_rank: int | None = None) -> dict:  # fmt: skip
     if decision not in DECISIONS:
         raise InputError("review", "decision", f"one of {DECISIONS}", repr(decision))
     if not run:
@@ -866,6 +878,18 @@ def _row(run: str, sample: object, decision: str, label: int | None, annotator: 
             raise InputError("review", "label", "an integer class", repr(label)) from None
     if decision not in LABELLED:
         label = None
+    if decision not in RANKED:
+        candidate_rank = None
+    elif candidate_rank is None and decision == "accept":
+        candidate_rank = 1  # accepting is taking the suggestion, the first candidate
+    if candidate_rank is not None:
+        try:
+            candidate_rank = int(candidate_rank)
+        except (TypeError, ValueError):
+            candidate_rank = -1
+        if candidate_rank < 0 or (decision == "accept" and candidate_rank != 1):
+            raise InputError("review", "candidate_rank", "1-3 for a candidate, 0 for a searched class "
+                             "(an accept is rank 1)", repr(candidate_rank))  # fmt: skip
     return {
         "run": str(run),
         "sample": str(sample),
@@ -874,6 +898,7 @@ def _row(run: str, sample: object, decision: str, label: int | None, annotator: 
         "annotator": str(annotator or ""),
         "time": float(time.time() if when is None else when),
         "final": bool(final),
+        "candidate_rank": candidate_rank,
     }
 
 
@@ -884,4 +909,6 @@ def _frame(pd, rows, columns: list[str] = COLUMNS):  # noqa: ANN001
     frame["time"] = frame["time"].astype(float)
     if "final" in frame:
         frame["final"] = frame["final"].astype(bool)
+    if "candidate_rank" in frame:
+        frame["candidate_rank"] = frame["candidate_rank"].astype("Int64")
     return frame
