@@ -16,6 +16,7 @@ from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_r
 
 from dynacor import review
 from dynacor.errors import CorruptError, DynacorError, MissingError
+from dynacor.review import candidates as card_classes
 from dynacor.review.store import ReviewStore, default_url
 from dynacor.runs import store as runstore
 from dynacor.runs import view as runview
@@ -221,6 +222,21 @@ def explain(name: str):
     flagged samples, clean exemplars per class, the clusters' mean dynamics, the originals' signs."""
     d = run_dir(name)
     return _explain(str(d), _mtime(d / "samples.parquet"))
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _candidates(path: str, mtime_key: int):
+    frame = runstore.load_samples(path)
+    cands, probs = card_classes.candidate_table(frame, *runstore.candidate_matrix(frame, card_classes.WIDTH))
+    return cands, probs, card_classes.suggestion_order(frame)
+
+
+def candidates(name: str):
+    """The review card's classes, per run (cached): each sample's candidates and their
+    probabilities ((N, 3) arrays in the samples table's row order, -1 / NaN padding), and per
+    given class the classes this run suggests most often (the search list's order after them)."""
+    d = run_dir(name)
+    return _candidates(str(d), _mtime(d / "samples.parquet"))
 
 
 def class_names(name: str) -> list[str] | None:

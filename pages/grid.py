@@ -11,6 +11,7 @@ import streamlit as st
 from dynacor import review
 from dynacor.data import thumbnails
 from dynacor.review import triage
+from dynacor.review.candidates import has_suggestion
 from pages._auth import annotator as signed_annotator
 from pages._common import (
     class_names,
@@ -24,6 +25,7 @@ from pages._common import (
     samples,
     shared_queue,
 )
+from pages._text import plain
 
 require_router()  # before anything is drawn: see pages/_common.py
 
@@ -45,7 +47,7 @@ source = run_info(name).get("source") or {}
 store = review_store()
 run_key = shared_queue(name)
 with st.sidebar:
-    st.caption(f"Annotator: **{annotator}**")
+    st.caption(f"Annotator: **{plain(annotator)}**")
     size = st.select_slider(
         "Cards per page", triage.GRID_SIZES, value=triage.GRID_SIZES[0], key="grid_size"
     )
@@ -66,12 +68,20 @@ def pick_key(key: str) -> str:
 def apply(keys: list[str], decision: str, cards) -> None:
     """Button callback: all of ``keys`` in one transaction, committed before the rerun draws the
     next cards."""
+    # Each card's own class: keep its given label, accept its own suggestion.
     count = store.record_decisions(
         run_key, triage.grid_decisions(cards, keys, decision), annotator=annotator
     )
     for key in keys:
         st.session_state.pop(pick_key(key), None)
-    st.session_state["grid_done"] = f"Recorded '{decision}' for {count:,} cards."
+    done = f"Recorded '{decision}' for {count:,} cards."
+    if count < len(keys):
+        done += f" Left out {len(keys) - count:,} with no suggestion to accept."
+    st.session_state["grid_done"] = done
+
+
+def suggestion_name(given: int, suggested: int) -> str:
+    return label_name(names, suggested) if has_suggestion(given, suggested) else "no suggestion"
 
 
 @st.fragment
@@ -90,7 +100,7 @@ def grid() -> None:
     count = dict(zip(options, groups["cards"], strict=True))
     given, suggested = st.selectbox(
         "Group: given class -> suggested class", options, key="grid_group",
-        format_func=lambda o: f"{label_name(names, o[0])} -> {label_name(names, o[1])}: {count[o]:,} undecided",
+        format_func=lambda o: f"{label_name(names, o[0])} -> {suggestion_name(o[0], o[1])}: {count[o]:,} undecided",
     )  # fmt: skip
     group = triage.grid_cards(pending, given, suggested, len(pending))
     # Leased like the Review page's cards: two people on one group get different pages.
@@ -102,8 +112,9 @@ def grid() -> None:
     # Checkbox values are in the session state before this rerun: the action bar can sit above
     # the grid, where it is seen without scrolling.
     chosen = [k for k in keys if st.session_state.get(pick_key(k))]
-    labels = {"keep": f"Keep {label_name(names, given)}", "remove": "Remove",
-              "accept": f"Accept {label_name(names, suggested)}"}  # fmt: skip
+    labels = {"keep": f"Keep {plain(label_name(names, given))}", "remove": "Remove",
+              "accept": f"Accept {plain(suggestion_name(given, suggested))}"}  # fmt: skip
+    acceptable = has_suggestion(given, suggested)  # no suggestion: accepting would change nothing
     for scope, targets in (("sel", chosen), ("all", keys)):
         head, *cols = st.columns([1, 2, 2, 2], vertical_alignment="center")
         head.markdown(
@@ -112,7 +123,7 @@ def grid() -> None:
         for col, decision in zip(cols, triage.GRID_DECISIONS, strict=True):
             col.button(labels[decision] + ("" if scope == "sel" else f" (all {len(keys)})"), key=f"grid_{scope}_{decision}",
                        shortcut=KEYS[decision] if scope == "sel" else f"Shift+{KEYS[decision]}",
-                       disabled=not targets, on_click=apply, args=(targets, decision, cards), width="stretch",
+                       disabled=not targets or (decision == "accept" and not acceptable), on_click=apply, args=(targets, decision, cards), width="stretch",
                        type="primary" if decision == "accept" and scope == "sel" else "secondary")  # fmt: skip
     st.caption(f"{len(cards)} of {count[(given, suggested)]:,} shown, most confidently noisy first. Tick cards "
                "to select them (Tab and Space work too). Keys: K keep, A accept, X remove the selected; "
@@ -127,7 +138,7 @@ def grid() -> None:
             with col.container(border=True):
                 if show_images:
                     st.image(thumbnail(source_json, row.get("path")))
-                st.checkbox(f"{row['key']} · {row['noisy_score']:.2f}", key=pick_key(row["key"]))
+                st.checkbox(f"{plain(row['key'])} · {row['noisy_score']:.2f}", key=pick_key(row["key"]))
 
 
 grid()

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import zlib
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from dynacor import review
 from dynacor.data import thumbnails
+from dynacor.review import candidates as card_classes
 from pages._auth import annotator as signed_annotator
 from pages._auth import current
 from pages._common import (
     PAGES,
     audit_cards,
+    candidates,
     class_names,
     explain,
     flagged,
@@ -27,10 +30,15 @@ from pages._common import (
     samples,
     shared_queue,
 )
+from pages._text import code, plain
 
 require_router()  # before anything is drawn: see pages/_common.py
 
-SHORTCUTS = {"keep": "K", "accept": "A", "relabel": "O", "unsure": "U", "remove": "X", "skip": "N"}
+SHORTCUTS = {"keep": "K", "unsure": "U", "remove": "X", "skip": "N"}
+CANDIDATE_KEYS = ("1", "2", "3")  # the card's candidates, the suggestion first
+ACCEPT_ALIAS = "A"  # the suggestion's key before there were candidates: kept for the hands used to it
+SEARCH_KEY = "o"  # focuses the class search (a small script: Streamlit's shortcuts only press buttons)
+RELABEL_KEY = "Ctrl+Enter"  # with a modifier, a shortcut works while the search box has the focus
 BULK_ROWS = 1000
 QUALITY_EVERY_S = 20
 
@@ -49,10 +57,12 @@ source = run_info(name).get("source") or {}
 estimated = review.estimates_line(run_info(name).get("estimates"))  # the detector's own, if any
 store = review_store()
 run_key = shared_queue(name)
-num_classes = len(names) if names else int(max(frame["given_label"].max(), frame["suggested_label"].max())) + 1
+card_candidates, card_probs, confusions = safe(candidates, name)
+num_classes = len(names) if names else int(max(frame["given_label"].max(), frame["suggested_label"].max(),
+                                                card_candidates.max(initial=-1))) + 1  # fmt: skip
 
 with st.sidebar:
-    st.caption(f"Annotator: **{annotator}**")
+    st.caption(f"Annotator: **{plain(annotator)}**")
     classes = st.multiselect("Given class", list(range(num_classes)), format_func=lambda c: label_name(names, c), key="filter_classes")
     lo = float(queue_all["noisy_score"].min()) if len(queue_all) else 0.5
     full_range = (round(max(0.0, lo - 0.005), 2), 1.0)
@@ -76,33 +86,56 @@ if passed_key not in st.session_state:
     st.session_state[passed_key] = []
 
 
-def decide(key: str, decision: str, given: int, suggested: int, label: int | None = None, audit: bool = False) -> None:
-    """Button callback: commit the decision, then the rerun shows the next card."""
+def decide(key: str, decision: str, given: int, audit: bool = False) -> None:
+    """Button callback for keep, unsure, remove and skip: commit the decision, then the rerun
+    shows the next card."""
     if decision != "skip":
-        chosen = review.decision_label(decision, given, suggested, label)
-        store.record_decision(run_key, key, decision, chosen, annotator)  # releases the lease
+        store.record_decision(run_key, key, decision, review.decision_label(decision, given, -1), annotator)
         if audit:  # said only now, so the audit card was judged like any other
             st.session_state["audit_notice"] = key
     else:
         store.release(run_key, annotator, [key])  # someone else may take it
+    went_through(key)
+
+
+def take(key: str, given: int, label: int, ranked: list[int], audit: bool = False) -> None:
+    """Button callback of a candidate: the card gets that class (accept for the suggestion,
+    relabel for another), with the candidate's rank recorded."""
+    chosen = card_classes.choice(given, label, ranked)
+    store.record_decision(run_key, key, chosen["decision"], chosen["label"], annotator,
+                          candidate_rank=chosen["candidate_rank"])  # fmt: skip
+    if audit:
+        st.session_state["audit_notice"] = key
+    went_through(key)
+
+
+def take_searched(key: str, given: int, ranked: list[int], audit: bool, search: str) -> None:
+    """Button callback of the search: the class in the search box, read from the session state
+    (not bound when the button was drawn: the box may have changed in the same rerun)."""
+    label = st.session_state.get(search)
+    if label is not None:
+        take(key, given, int(label), ranked, audit)
+
+
+def went_through(key: str) -> None:
     st.session_state[passed_key].append(key)
     st.session_state[seen_key] = st.session_state.get(seen_key, 0) + 1
 
 
 def bulk(keys: list[str], decision: str, rows, label: int | None) -> None:
-    by_key = rows.set_index("key")
-    items = []
-    for key in keys:
-        r = by_key.loc[key]
-        items.append({"sample": key, "decision": decision,
-                      "label": review.decision_label(decision, int(r["given_label"]), int(r["suggested_label"]), label)})  # fmt: skip
+    chosen = rows.set_index("key", drop=False).loc[keys]
+    # Each card as its own card would record it: its own suggestion, its own candidates' ranks.
+    items, left_out = card_classes.bulk_items(chosen, decision, label, card_candidates[chosen["index"].to_numpy()])
     count = store.record_decisions(run_key, items, annotator=annotator)
-    st.session_state["bulk_done"] = f"Recorded '{decision}' for {count:,} samples."
+    done = f"Recorded '{decision}' for {count:,} samples."
+    if left_out:
+        done += f" Left out {left_out:,} with no suggestion to accept."
+    st.session_state["bulk_done"] = done
 
 
-def why_flagged(row, given: int, suggested: int) -> None:
+def why_flagged(row, given: int, ranked: list[int]) -> None:
     """The card's evidence: the sample's dynamics against the clusters' means, its neighbours in
-    feature space with their given labels, and what the given and suggested classes look like."""
+    feature space with their given labels, and what the given class and each candidate look like."""
     neighbours, exemplars, means, signs = safe(explain, name)
     i = int(row["index"])
     if means is not None:
@@ -126,7 +159,7 @@ def why_flagged(row, given: int, suggested: int) -> None:
             cols = st.columns(len(rows))
             for col, (_, r) in zip(cols, rows.iterrows(), strict=True):
                 image = thumbnails.for_display(thumbnails.load_image(source, r.get("path")), size=96)
-                col.image(image, caption=f"{r['id']}: {label_name(names, r['given_label'])}")
+                col.image(image, caption=plain(f"{r['id']}: {label_name(names, r['given_label'])}"))
         else:
             st.dataframe(rows[["id", "given_label", "noisy_score"]].assign(
                 given_label=[label_name(names, v) for v in rows["given_label"]]), hide_index=True, key=key)  # fmt: skip
@@ -136,10 +169,11 @@ def why_flagged(row, given: int, suggested: int) -> None:
         rows = frame.iloc[near[:6]]
         agree = int((rows["given_label"] == given).sum())
         gallery(rows, f"Nearest in feature space: {agree} of {len(rows)} carry the given label", f"near_{i}")
-    gallery(exemplars.get(given, frame.iloc[:0]), f"Clearly {label_name(names, given)} (given)", f"ex_given_{i}")
-    if suggested != given:
-        gallery(exemplars.get(suggested, frame.iloc[:0]), f"Clearly {label_name(names, suggested)} (suggested)",
-                f"ex_sugg_{i}")  # fmt: skip
+    gallery(exemplars.get(given, frame.iloc[:0]), f"Clearly {plain(label_name(names, given))} (given)", f"ex_given_{i}")
+    for rank, c in enumerate(ranked, start=1):
+        gallery(exemplars.get(c, frame.iloc[:0]),
+                f"Clearly {plain(label_name(names, c))} ({'suggested' if rank == 1 else f'candidate {rank}'})",
+                f"ex_cand{rank}_{i}")  # fmt: skip
 
 
 @st.fragment(run_every=QUALITY_EVERY_S)
@@ -192,7 +226,7 @@ def card() -> None:
     st.progress(decided / total if total else 1.0, text=f"**{decided:,} / {total:,}** flagged samples decided")
     notice = st.session_state.pop("audit_notice", None)
     if notice is not None:
-        st.info(f"That was an audit card (id `{notice}`): a random unflagged sample, mixed in to measure the "
+        st.info(f"That was an audit card (id {code(notice)}): a random unflagged sample, mixed in to measure the "
                 "errors the detector missed.")  # fmt: skip
     filtered = bool(classes) or (only_selection and bool(selection)) or tuple(score_range) != full_range
     row = None
@@ -236,7 +270,10 @@ def card() -> None:
         if may_export and st.button("Export the cleaned labels", key="to_export"):
             st.switch_page(PAGES["export"])
         return
-    key, given, suggested = row["key"], int(row["given_label"]), int(row["suggested_label"])
+    key, given = row["key"], int(row["given_label"])
+    at = int(row["index"])  # the candidates' arrays are in the samples table's order
+    offered = card_classes.row_candidates(card_candidates[at], card_probs[at])
+    ranked = [c for c, _ in offered]
     is_audit = bool(row["audit"])
     previous = row["decision"] if isinstance(row["decision"], str) else ""
     st.caption(f"{left:,} cards left in this queue" + ("" if pending is not None else " (for the whole team)"))
@@ -245,42 +282,94 @@ def card() -> None:
         with left:
             if "path" in frame:
                 image = thumbnails.load_image(source, row.get("path"))
-                st.image(thumbnails.for_display(image), caption=str(row.get("path", "")))
+                st.image(thumbnails.for_display(image), caption=plain(row.get("path", "")))
             else:
                 st.info("Feature-only run: no image to show.")
         with right:
-            st.markdown(f"#### id `{key}`" + (f" - previous decision: **{previous}**" if previous else ""))
-            st.markdown(f"Given label: **{label_name(names, given)}**")
-            st.markdown(f"Suggested label: **{label_name(names, suggested)}** (p = {row['suggested_prob']:.2f})")
+            st.markdown(f"#### id {code(key)}" + (f" - previous decision: **{previous}**" if previous else ""))
+            st.markdown(f"Given label: **{plain(label_name(names, given))}**")
             if audit_on:  # a low score would give an audit card away before the decision
                 st.caption("Noisy scores are hidden while the audit is on.")
             else:
                 st.markdown(f"Noisy score: **{row['noisy_score']:.3f}**")
-            b1, b2 = st.columns(2)
+            candidate_buttons(key, given, offered, is_audit)
+            search_box(key, given, ranked, is_audit)
+            b1, b2, b3, b4 = st.columns(4)
             b1.button("Keep label", key="act_keep", shortcut=SHORTCUTS["keep"], on_click=decide,
-                      args=(key, "keep", given, suggested, None, is_audit), width="stretch")  # fmt: skip
-            b2.button(f"Accept suggestion: {label_name(names, suggested)}", key="act_accept", shortcut=SHORTCUTS["accept"], type="primary",
-                      on_click=decide, args=(key, "accept", given, suggested, None, is_audit), width="stretch")  # fmt: skip
-            others = [c for c in range(num_classes) if c != given]
-            c1, c2 = st.columns(2)
-            other = c1.selectbox("Another class", others, format_func=lambda c: label_name(names, c), key=f"other_{key}", label_visibility="collapsed")
-            c2.button("Relabel as this class", key="act_relabel", shortcut=SHORTCUTS["relabel"], on_click=decide,
-                      args=(key, "relabel", given, suggested, other, is_audit), width="stretch")  # fmt: skip
-            d1, d2, d3 = st.columns(3)
-            d1.button("Unsure", key="act_unsure", shortcut=SHORTCUTS["unsure"], on_click=decide,
-                      args=(key, "unsure", given, suggested, None, is_audit), width="stretch")  # fmt: skip
-            d2.button("Remove sample", key="act_remove", shortcut=SHORTCUTS["remove"], on_click=decide,
-                      args=(key, "remove", given, suggested, None, is_audit), width="stretch")  # fmt: skip
-            d3.button("Skip", key="act_skip", shortcut=SHORTCUTS["skip"], on_click=decide,
-                      args=(key, "skip", given, suggested), width="stretch")  # fmt: skip
-            st.caption("Keys: K keep, A accept, O relabel as the chosen class, U unsure, X remove, N skip.")
+                      args=(key, "keep", given, is_audit), width="stretch")  # fmt: skip
+            b2.button("Unsure", key="act_unsure", shortcut=SHORTCUTS["unsure"], on_click=decide,
+                      args=(key, "unsure", given, is_audit), width="stretch")  # fmt: skip
+            b3.button("Remove sample", key="act_remove", shortcut=SHORTCUTS["remove"], on_click=decide,
+                      args=(key, "remove", given, is_audit), width="stretch")  # fmt: skip
+            b4.button("Skip", key="act_skip", shortcut=SHORTCUTS["skip"], on_click=decide,
+                      args=(key, "skip", given), width="stretch")  # fmt: skip
+            st.caption("Keys: 1 2 3 take a candidate (A = 1), O searches every class (Ctrl+Enter relabels as "
+                       "the class found), K keep, U unsure, X remove, N skip.")  # fmt: skip
             if not audit_on:  # the evidence would tell an audit card apart
                 with st.expander("Why was this flagged?", expanded=True):
-                    why_flagged(row, given, suggested)
+                    why_flagged(row, given, ranked)
             if st.button("Open in the Sample page", key="act_open"):
                 st.switch_page(PAGES["sample"], query_params={"run": name, "id": key})
 
     bulk_actions(pending)
+
+
+def candidate_buttons(key: str, given: int, offered: list[tuple[int, float]], audit: bool) -> None:
+    """The card's candidates as buttons, most likely first, with keys 1-3 (and A for the first).
+    A card without any (a run that recorded no probabilities) offers none to accept."""
+    if not offered:
+        st.caption("No suggestion: this run recorded no class probabilities. Search for a class below.")
+    cols = st.columns(len(CANDIDATE_KEYS))
+    ranked = [c for c, _ in offered]
+    for rank, (col, shortcut) in enumerate(zip(cols, CANDIDATE_KEYS, strict=True), start=1):
+        if rank > len(offered):
+            if rank == 1:  # keep the button (and its key) so the card's layout does not jump
+                col.button(f"{shortcut} · no suggestion", key="act_accept", disabled=True, width="stretch")
+            continue
+        c, p = offered[rank - 1]
+        share = "" if np.isnan(p) else f" {100 * p:.0f}%"
+        col.button(f"{shortcut} · {plain(label_name(names, c))}{share}", key="act_accept" if rank == 1 else f"act_cand_{rank}",
+                   shortcut=shortcut, type="primary" if rank == 1 else "secondary", on_click=take,
+                   args=(key, given, c, ranked, audit), width="stretch",
+                   help="The suggestion: the most likely class other than the given one" if rank == 1 else None)  # fmt: skip
+    # The old key of "accept", on a button nobody sees: A still takes the suggestion.
+    with st.container(key="accept_alias"):
+        st.button("Accept the suggestion", key="act_accept_alias", shortcut=ACCEPT_ALIAS, disabled=not offered,
+                  on_click=take, args=(key, given, ranked[0] if offered else -1, ranked, audit))  # fmt: skip
+    st.html("<style>.st-key-accept_alias { display: none; }</style>")
+
+
+def search_box(key: str, given: int, ranked: list[int], audit: bool) -> None:
+    """Every class but the given one, most likely first (the candidates, then the classes this run
+    suggests most often for the given class, then by index); typing filters the list."""
+    order = card_classes.search_order(given, ranked, confusions.get(given, []), num_classes)
+    search = f"search_{key}"  # per card: a new card starts with an empty search
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+    with c1.container(key="class_search"):
+        st.selectbox("Another class (type to search)", order, index=None, key=search, placeholder="Type a class name...",
+                     format_func=lambda c: label_name(names, c), label_visibility="collapsed")  # fmt: skip
+    c2.button("Relabel as this class", key="act_relabel", shortcut=RELABEL_KEY, disabled=st.session_state.get(search) is None,
+              on_click=take_searched, args=(key, given, ranked, audit, search), width="stretch")  # fmt: skip
+    # O puts the cursor in the search box: Streamlit's shortcuts press buttons only, so a few lines
+    # of script do it, and leave the key alone while someone types.
+    st.html(SEARCH_SCRIPT, unsafe_allow_javascript=True)
+
+
+SEARCH_SCRIPT = """<script>
+if (!window.dynacorSearchKey) {
+  window.dynacorSearchKey = true;
+  document.addEventListener("keydown", (event) => {
+    if (event.key.toLowerCase() !== "SEARCH_KEY" || event.ctrlKey || event.metaKey || event.altKey) return;
+    const target = event.target;
+    if (target && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
+    const box = document.querySelector(".st-key-class_search input");
+    if (!box) return;
+    event.preventDefault();
+    box.focus();
+    box.click();
+  });
+}
+</script>""".replace("SEARCH_KEY", SEARCH_KEY)
 
 
 def bulk_actions(pending) -> None:

@@ -47,3 +47,37 @@ def finished_run(runs_root: Path, data_dir: Path, name: str = "fixture-run", n: 
     for i in range(MISSING_IMAGES):
         (data_dir / "images" / f"{i:04d}.png").unlink(missing_ok=True)
     return runs_root / name
+
+
+CANDIDATE_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog_*big*", "frog", "horse", "ship", "truck"]
+
+
+def candidate_run(runs_root: Path, name: str = "candidate-run", n: int = 40) -> Path:
+    """A finished run faked without the engine (a samples table and run.json, no dynamics, no
+    images), whose samples carry ranked candidates: sample i has given class i % 10 and
+    candidates (g+1, g+2, g+3) % 10 with probabilities 0.6, 0.25, 0.1, so every card offers three.
+    Samples 0..n-11 are flagged, most noisy first; the last 10 are clean (the exemplars). A class
+    name holds Markdown, which the pages must print as text."""
+    import time
+
+    import pandas as pd
+
+    from dynacor import atomic
+    from dynacor.runs import store as runstore
+
+    index = np.arange(n)
+    given = index % 10
+    candidates = [[int((g + k) % 10) for k in (1, 2, 3)] for g in given]
+    flagged = index < n - 10
+    frame = pd.DataFrame({
+        "index": index, "id": index + 1000, "given_label": given, "suggested_label": (given + 1) % 10,
+        "suggested_prob": 0.6, "noisy_score": np.where(flagged, 0.99 - 0.01 * index, 0.1).round(6),
+        "flagged": flagged.astype(np.int8), "cluster": np.where(flagged, "noisy", "clean"),
+        "candidates": candidates, "candidate_probs": [[0.6, 0.25, 0.1]] * n,
+    })  # fmt: skip
+    run = runs_root / name
+    runstore.create_run(run, {}, {"kind": "features", "path": "fake.npz"})
+    atomic.write_with(run / "samples.parquet", lambda h: frame.to_parquet(h, index=False))
+    atomic.write_json(run / "run.json", {"class_names": CANDIDATE_CLASSES, "source": {}, "chosen_epoch": 0})
+    runstore._write_status(run, runstore.FINISHED, created=time.time())
+    return run

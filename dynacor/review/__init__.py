@@ -8,6 +8,8 @@ from dynacor.review.decisions import DECISIONS, LABELLED, decision_label
 from dynacor.review.export import EXPORT_COLUMNS, class_names_of, final_labels, summary_per_class
 from dynacor.review.quality import (
     audit_order,
+    candidate_line,
+    candidate_shares,
     estimated_figures,
     estimates_line,
     quality_figures,
@@ -20,6 +22,6 @@ from dynacor.review.queue import flagged_sorted, queue, sample_keys
 
 __all__ = [
     "DECISIONS", "EXPORT_COLUMNS", "LABELLED", "class_names_of", "decision_label", "final_labels",
-    "audit_order", "estimated_figures", "estimates_line", "flagged_sorted", "quality_figures", "quality_lines", "queue",
+    "audit_order", "candidate_line", "candidate_shares", "estimated_figures", "estimates_line", "flagged_sorted", "quality_figures", "quality_lines", "queue",
     "queue_with_audit", "review_quality", "sample_keys", "summary_per_class", "wilson_interval",
 ]  # fmt: skip

@@ -6,6 +6,9 @@ DECISIONS = ("keep", "accept", "relabel", "unsure", "remove")
 # Decisions that carry a class: relabel needs one from the caller, keep/accept get one so an
 # export never has to recompute which label "accept" meant at the time.
 LABELLED = ("keep", "accept", "relabel")
+# Decisions that change the label (when their class differs from the given one): they record
+# which of the card's candidates was taken (`dynacor.review.candidates.choice`).
+RANKED = ("accept", "relabel")
 
 
 def decision_label(decision: str, given: int, suggested: int, label: int | None = None) -> int | None:
@@ -16,6 +19,8 @@ def decision_label(decision: str, given: int, suggested: int, label: int | None 
     if decision == "keep":
         return int(given)
     if decision == "accept":
+        if suggested is None or int(suggested) < 0:  # a run without probabilities suggests nothing
+            raise ValueError("an accept decision needs a suggestion; this sample has none")
         return int(suggested)
     if decision == "relabel":
         if label is None:

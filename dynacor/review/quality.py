@@ -219,3 +219,63 @@ def quality_figures(run: str, quality: dict, estimates: object) -> dict:
 
     own = estimates if isinstance(estimates, dict) else None
     return finite({"run": run, **quality, "estimated_before_review": own})
+
+
+def candidate_shares(samples: pd.DataFrame, latest: pd.DataFrame, candidates: np.ndarray | None = None) -> dict:
+    """How often the fixes took the card's suggestion, and how often one of its top 3 candidates.
+
+    A fix is a latest decision that changes the label: an accept or relabel whose class differs
+    from the sample's given label (an accept of the given label changes nothing and is no fix).
+    Its rank is the one it recorded (``candidate_rank``: 1-3, 0 for a searched class); a decision
+    recorded before ranks existed gets 1 for an accept, else the place of its class among the
+    sample's ``candidates`` ((N, W) rows of `samples`, from
+    `dynacor.review.candidates.candidate_table`), else it is left out of the shares (``unranked``).
+
+    Returns
+    -------
+    dict with ``fixes`` (count), ``ranked`` (fixes with a rank), ``suggestion`` and ``top3``
+    (how many of those took candidate 1, or one of 1-3), ``suggestion_share`` and ``top3_share``
+    (fractions of ``ranked``; None when it is 0), ``unranked``.
+    """
+    empty = {"fixes": 0, "ranked": 0, "suggestion": 0, "top3": 0, "suggestion_share": None,
+             "top3_share": None, "unranked": 0}  # fmt: skip
+    if not len(latest):
+        return empty
+    position = pd.Series(np.arange(len(samples)), index=sample_keys(samples).to_numpy())
+    position = position[~position.index.duplicated()]
+    rows = latest[latest["decision"].isin(("accept", "relabel")) & latest["label"].notna()]
+    at = rows["sample"].astype(str).map(position)
+    rows, at = rows[at.notna()], at[at.notna()].astype(int).to_numpy()
+    given = samples["given_label"].to_numpy().astype(np.int64)[at]
+    label = rows["label"].astype("int64").to_numpy()
+    fix = label != given
+    rows, at, label = rows[fix], at[fix], label[fix]
+    if "candidate_rank" in rows:
+        rank = pd.to_numeric(rows["candidate_rank"], errors="coerce").to_numpy(dtype=np.float64)
+    else:
+        rank = np.full(len(rows), np.nan)
+    missing = np.isnan(rank)
+    rank[missing & (rows["decision"].to_numpy() == "accept")] = 1
+    if candidates is not None and len(rows):
+        cands = np.asarray(candidates)[at]
+        hit = cands == label[:, None]
+        inferred = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
+        missing = np.isnan(rank)
+        rank[missing] = inferred[missing]
+    known = rank[~np.isnan(rank)]
+    ranked = len(known)
+    first, top3 = int((known == 1).sum()), int(((known >= 1) & (known <= 3)).sum())
+    return {"fixes": len(rows), "ranked": ranked, "suggestion": first, "top3": top3,
+            "suggestion_share": first / ranked if ranked else None, "top3_share": top3 / ranked if ranked else None,
+            "unranked": len(rows) - ranked}  # fmt: skip
+
+
+def candidate_line(shares: dict) -> str:
+    """`candidate_shares` as a sentence, for the Team and Export pages."""
+    if not shares["ranked"]:
+        return "No fix yet: the share of fixes that took the suggestion shows once labels are changed."
+    line = (f"The suggestion was taken for {100 * shares['suggestion_share']:.0f}% of fixes, the top 3 for "
+            f"{100 * shares['top3_share']:.0f}% (of {shares['ranked']:,} fixes")  # fmt: skip
+    if shares["unranked"]:
+        line += f"; {shares['unranked']:,} older ones recorded no candidate"
+    return line + ")."

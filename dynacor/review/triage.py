@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from dynacor.errors import InputError
+from dynacor.review.candidates import has_suggestion
 from dynacor.review.decisions import decision_label
 
 GRID_SIZES = (24, 36, 48, 60)
@@ -54,7 +55,10 @@ def grid_cards(pending: pd.DataFrame, given: int, suggested: int, size: int) -> 
 
 def grid_decisions(cards: pd.DataFrame, keys: Sequence[str], decision: str) -> list[dict]:
     """Items for `ReviewStore.record_decisions`: ``decision`` on each of ``keys`` (cards shown on the
-    grid), with the class it assigns (keep -> given, accept -> suggested, remove -> none)."""
+    grid), with the class it assigns (keep -> given, accept -> each card's own suggestion, remove
+    -> none). An accept leaves out the cards with no suggestion other than their given label (a
+    run without probabilities, or an older engine's suggestion of the given class): accepting
+    would change nothing there."""
     if decision not in GRID_DECISIONS:
         raise InputError("grid", "decision", f"one of {GRID_DECISIONS}", repr(decision))
     by_key = cards.set_index("key")
@@ -65,6 +69,8 @@ def grid_decisions(cards: pd.DataFrame, keys: Sequence[str], decision: str) -> l
     for key in keys:
         row = by_key.loc[key]
         given, suggested = int(row["given_label"]), int(row["suggested_label"])
+        if decision == "accept" and not has_suggestion(given, suggested):
+            continue
         items.append(
             {
                 "sample": key,
