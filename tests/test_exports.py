@@ -38,6 +38,38 @@ def run(made_run, tmp_path, monkeypatch) -> Path:
     return target
 
 
+def with_candidates(run_dir: Path) -> pd.DataFrame:
+    """Give the run's table the candidate columns of the new engine, written here so the test
+    knows them: per sample the two classes other than the given one (3 classes), in an order that
+    alternates by row, with probabilities 0.6 and 0.3; the suggestion is the first."""
+    samples = runstore.load_samples(run_dir)
+    given = samples["given_label"].to_numpy()
+    others = [[c for c in range(3) if c != g] for g in given]
+    ranked = [o if i % 2 else o[::-1] for i, o in enumerate(others)]
+    samples["candidates"] = [[int(c) for c in r] for r in ranked]
+    samples["candidate_probs"] = [[0.6, 0.3] for _ in ranked]
+    samples["suggested_label"] = [r[0] for r in ranked]
+    samples["suggested_prob"] = 0.6
+    if "suggested_name" in samples:
+        samples["suggested_name"] = [f"class{r[0]}" for r in ranked]
+    samples.to_parquet(run_dir / "samples.parquet", index=False)
+    return samples
+
+
+def without_suggestion(run_dir: Path) -> pd.DataFrame:
+    """The table of a run that recorded no probabilities: suggestion -1, no candidates. Its
+    suggested_name is the last class's, as ``names[-1]`` would give: the exports must not use it."""
+    samples = runstore.load_samples(run_dir)
+    samples["suggested_label"] = -1
+    samples["suggested_prob"] = np.nan
+    samples["candidates"] = [[] for _ in range(len(samples))]
+    samples["candidate_probs"] = [[] for _ in range(len(samples))]
+    if "suggested_name" in samples:
+        samples["suggested_name"] = "class2"
+    samples.to_parquet(run_dir / "samples.parquet", index=False)
+    return samples
+
+
 def export(run_dir: Path, fmt: str, out: Path, *extra: str) -> int:
     return main(["export", str(run_dir), "--to", fmt, "--out", str(out), *extra])
 
@@ -144,6 +176,74 @@ def test_cleanlab_table_is_what_cleanlab_produces_and_consumes(run, made_run):
     assert model.predict(features).shape == labels.shape
 
 
+def test_cleanlab_table_carries_the_suggestion_and_its_candidates(run, tmp_path):
+    samples = with_candidates(run)
+    for out in (tmp_path / "issues.csv", tmp_path / "issues.parquet"):
+        assert export(run, "cleanlab", out) == 0
+        table = pd.read_csv(out) if out.suffix == ".csv" else pd.read_parquet(out)
+        assert list(table.columns[-6:]) == exports.CANDIDATE_COLUMNS
+        assert table["predicted_label"].tolist() == samples["suggested_label"].tolist()
+        assert table["candidate_1"].tolist() == [c[0] for c in samples["candidates"]]
+        assert table["candidate_2"].tolist() == [c[1] for c in samples["candidates"]]
+        assert table["candidate_3"].isna().all() and table["candidate_3_prob"].isna().all()
+        assert (table["candidate_1_prob"] == 0.6).all() and (table["candidate_2_prob"] == 0.3).all()
+        assert (table["candidate_1"] != table["given_label"]).all()
+    again = pd.read_parquet(tmp_path / "issues.parquet")
+    assert str(again["predicted_label"].dtype) == "int64"
+    assert [str(again[c].dtype) for c in exports.CANDIDATE_COLUMNS[:2]] == ["Int64", "float64"]
+
+
+def test_a_run_without_suggestions_exports_no_prediction(run, tmp_path):
+    """Suggestion -1 (no probabilities recorded) is no prediction in every format, never the
+    last class (what names[-1] would give)."""
+    samples = without_suggestion(run)
+    names = exports.class_list(samples)
+    assert names == ["class0", "class1", "class2"]
+
+    out = tmp_path / "issues.csv"
+    assert export(run, "cleanlab", out) == 0
+    table = pd.read_csv(out)
+    assert table["predicted_label"].isna().all()
+    assert table[exports.CANDIDATE_COLUMNS].isna().all().all()
+    latest = store_of(run).latest_decisions(runstore.run_id(run))
+    frame = exports.cleanlab_table(samples, latest)
+    assert str(frame["predicted_label"].dtype) == "Int64" and frame["predicted_label"].isna().all()
+
+    assert export(run, "labelstudio", tmp_path / "ls") == 0
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    for task in tasks:
+        assert task["predictions"] == []
+        data = task["data"]
+        assert data["suggested_label"] is None and data["suggested_prob"] is None
+        assert data["candidates"] == [] and data["candidate_probs"] == []
+        assert data["suggestion"] == "nothing"
+
+    rows = exports.fiftyone_rows(samples, latest, names, samples["path"].tolist())
+    assert all(
+        r["suggested"] is None and r["confidence"] is None and r["candidates"] == [] for r in rows
+    )
+
+    # Any class but the given one is then a relabel, found outside the (no) candidates.
+    key, given = str(samples["id"].iloc[0]), int(samples["given_label"].iloc[0])
+    other = f"class{(given + 1) % 3}"
+    items, _ = exports.decisions_from_export([annotated(key, other)], samples, names, "r")
+    assert items[0]["decision"] == "relabel" and items[0]["candidate_rank"] == 0
+
+
+def test_a_run_from_before_the_candidates_has_its_suggestion_as_the_only_one():
+    """Old tables lack the candidate columns (and older engines could suggest the given label):
+    the suggestion is then the only candidate, unless it is the given label, as the cards show."""
+    samples = pd.DataFrame({"id": [0, 1, 2], "given_label": [0, 1, 2], "suggested_label": [1, 1, 0],
+                            "suggested_prob": [0.7, 0.9, 0.5], "noisy_score": [0.8, 0.1, 0.6],
+                            "flagged": [1, 0, 1]})  # fmt: skip
+    no_decisions = pd.DataFrame(columns=["sample", "decision", "label", "annotator", "time"])
+    table = exports.cleanlab_table(samples, no_decisions)
+    assert table["predicted_label"].tolist() == [1, 1, 0]
+    assert table["candidate_1"].tolist() == [1, pd.NA, 0]
+    assert table["candidate_1_prob"].fillna(-1).tolist() == [0.7, -1, 0.5]
+    assert table["candidate_2"].isna().all()
+
+
 def test_cleanlab_export_refuses_an_unknown_extension(run, tmp_path, capsys):
     assert export(run, "cleanlab", tmp_path / "issues.xlsx") == 2
     err = capsys.readouterr().err
@@ -208,8 +308,9 @@ def test_labelstudio_tasks_and_config_validate_with_label_studio_sdk(run, tmp_pa
         (prediction,) = task["predictions"]
         assert interface.validate_prediction(prediction, return_errors=True) == []
         assert prediction["model_version"] == f"dynacor-{run_id}"
-        assert prediction["score"] == pytest.approx(row.noisy_score)
+        assert prediction["score"] == pytest.approx(row.suggested_prob)
         assert prediction["result"][0]["value"]["choices"] == [f"class{row.suggested_label}"]
+        assert task["data"]["noisy_score"] == pytest.approx(row.noisy_score)
     # Every variable the config shows is in each task's data.
     shown = {obj.value_name for obj in interface.objects if obj.value_is_variable}
     assert shown <= set(tasks[0]["data"])
@@ -357,6 +458,60 @@ def test_labelstudio_round_trip_records_decisions(run, tmp_path, capsys):
     )
 
 
+def annotated(key: str, name: str, user: int = 1, when: str = "2026-01-01T00:00:00Z") -> dict:
+    """An exported Label Studio task of sample ``key`` whose annotator chose ``name``."""
+    return {"data": {"dynacor_id": key}, "annotations": [
+        {"completed_by": user, "created_at": when,
+         "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [name]}}]}]}  # fmt: skip
+
+
+def test_labelstudio_tasks_carry_the_candidates(run, tmp_path):
+    samples = with_candidates(run)
+    out = tmp_path / "ls"
+    assert export(run, "labelstudio", out) == 0
+    tasks = json.loads((out / "tasks.json").read_text())
+    config = (out / "label_config.xml").read_text()
+    assert "$suggestion" in config
+    for task, row in zip(tasks, samples.itertuples(), strict=True):
+        data = task["data"]
+        names = [f"class{c}" for c in row.candidates]
+        assert data["suggested_label"] == names[0] and data["suggested_prob"] == pytest.approx(0.6)
+        assert data["candidates"] == names and data["candidate_probs"] == pytest.approx([0.6, 0.3])
+        assert data["suggestion"] == f"{names[0]} 60%, {names[1]} 30%"
+        (prediction,) = task["predictions"]
+        assert prediction["score"] == pytest.approx(0.6)
+        assert prediction["result"][0]["value"]["choices"] == [names[0]]
+
+
+def test_labelstudio_choosing_a_lower_candidate_is_a_relabel_with_its_rank(run, tmp_path, capsys):
+    samples = with_candidates(run)
+    names = ["class0", "class1", "class2"]
+    keys = samples["id"].astype(str).tolist()
+    ranked = samples["candidates"].tolist()
+    given = samples["given_label"].tolist()
+    exported = [
+        annotated(keys[0], f"class{given[0]}"),
+        annotated(keys[1], f"class{ranked[1][0]}"),
+        annotated(keys[2], f"class{ranked[2][1]}"),
+    ]
+    items, _ = exports.decisions_from_export(exported, samples, names, runstore.run_id(run))
+    got = [(i["decision"], i["label"], i["candidate_rank"]) for i in items]
+    assert got == [
+        ("keep", given[0], None),
+        ("accept", ranked[1][0], 1),
+        ("relabel", ranked[2][1], 2),
+    ]
+
+    file = tmp_path / "export.json"
+    file.write_text(json.dumps(exported))
+    assert import_review(run, file) == 0
+    assert "recorded 3 decisions (1 accept, 1 keep, 1 relabel)" in capsys.readouterr().out
+    latest = store_of(run).latest_decisions(runstore.run_id(run)).set_index("sample")
+    assert latest.loc[keys[2], ["decision", "label"]].tolist() == ["relabel", ranked[2][1]]
+    assert latest.loc[keys[1], "candidate_rank"] == 1 and latest.loc[keys[2], "candidate_rank"] == 2
+    assert pd.isna(latest.loc[keys[0], "candidate_rank"])
+
+
 @pytest.mark.parametrize(
     "change, field",
     [
@@ -437,6 +592,7 @@ def fiftyone(tmp_path_factory):
 def test_fiftyone_dataset_round_trip(fiftyone, run, tmp_path, capsys):
     import fiftyone.brain as fob
 
+    with_candidates(run)
     plan = review_some(run)
     coords, _ = umap_map.run_map(run)  # the map the Clusters page caches
     out = tmp_path / "fo"
@@ -455,6 +611,12 @@ def test_fiftyone_dataset_round_trip(fiftyone, run, tmp_path, capsys):
             dataset.values("dynacor.confidence"), samples["suggested_prob"], rtol=1e-6
         )
         np.testing.assert_allclose(dataset.values("noisy_score"), samples["noisy_score"], rtol=1e-6)
+        assert dataset.values("dynacor_candidates.classifications.label") == [
+            [f"class{c}" for c in row] for row in samples["candidates"]
+        ]
+        assert dataset.values("dynacor_candidates.classifications.confidence") == [
+            pytest.approx([0.6, 0.3]) for _ in range(len(samples))
+        ]
         assert dataset.count_sample_tags()["flagged"] == int(samples["flagged"].sum())
         by_id = {s.dynacor_id: s for s in dataset}
         for key, (decision, _) in plan.items():
@@ -491,6 +653,20 @@ def test_fiftyone_export_without_a_map_says_so(fiftyone, run, tmp_path, capsys):
     dataset = fiftyone.Dataset.from_dir(str(out), dataset_type=fiftyone.types.FiftyOneDataset)
     try:
         assert dataset.list_brain_runs() == []
+    finally:
+        dataset.delete()
+
+
+def test_fiftyone_dataset_of_a_run_without_suggestions(fiftyone, run, tmp_path):
+    without_suggestion(run)
+    (run / "representations.npy").unlink()  # no map: not what this test is about
+    out = tmp_path / "fo"
+    assert export(run, "fiftyone", out) == 0
+    dataset = fiftyone.Dataset.from_dir(str(out), dataset_type=fiftyone.types.FiftyOneDataset)
+    try:
+        assert "dynacor" in dataset.get_field_schema()
+        assert set(dataset.values("dynacor")) == {None}
+        assert set(dataset.values("dynacor_candidates")) == {None}
     finally:
         dataset.delete()
 

@@ -31,7 +31,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``dynacor export`` options (called by `dynacor.cli.main.build_parser`)."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
     parser.add_argument("--to", required=True, choices=exports.FORMATS,
-                        help="cleanlab: a table (is_label_issue, label_score, given_label, predicted_label, ...) "
+                        help="cleanlab: a table (is_label_issue, label_score, given_label, predicted_label, ..., "
+                        "candidate_1..3 and their probabilities) "
                         "as .csv or .parquet; fiftyone: a FiftyOne dataset folder; labelstudio: a folder with "
                         f"{TASKS_FILE} and {CONFIG_FILE}")  # fmt: skip
     parser.add_argument(

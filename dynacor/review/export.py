@@ -79,7 +79,9 @@ def class_names_of(samples: pd.DataFrame) -> list[str] | None:
             samples[["given_label", "given_name"]].set_axis(["label", "name"], axis=1),
             samples[["suggested_label", "suggested_name"]].set_axis(["label", "name"], axis=1),
         ]
-    ).drop_duplicates("label")
+    )
+    # No suggestion (-1) names no class; its name cell may hold anything (names[-1] is the last).
+    pairs = pairs[pairs["label"] >= 0].drop_duplicates("label")
     top = int(pairs["label"].max())
     lookup = dict(zip(pairs["label"].astype(int), pairs["name"].astype(str), strict=False))
     return [lookup.get(i, str(i)) for i in range(top + 1)]

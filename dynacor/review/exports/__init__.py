@@ -6,8 +6,13 @@ decisions (`dynacor.review.store.ReviewStore.latest_decisions`); the writers apa
 atomically. FiftyOne is imported only when a FiftyOne dataset is written.
 """
 
-from dynacor.review.exports.cleanlab_table import CLEANLAB_COLUMNS, cleanlab_table, write_table
-from dynacor.review.exports.common import class_list, images_of
+from dynacor.review.exports.cleanlab_table import (
+    CANDIDATE_COLUMNS,
+    CLEANLAB_COLUMNS,
+    cleanlab_table,
+    write_table,
+)
+from dynacor.review.exports.common import Suggestions, class_list, images_of, suggestions_of
 from dynacor.review.exports.fiftyone_dataset import (
     BRAIN_KEY,
     fiftyone_rows,
@@ -27,7 +32,8 @@ from dynacor.review.exports.labelstudio import (
 FORMATS = ("cleanlab", "fiftyone", "labelstudio")
 
 __all__ = [
-    "BRAIN_KEY", "CLEANLAB_COLUMNS", "FORMATS", "FROM_NAME", "TO_NAME", "class_list", "cleanlab_table",
-    "decisions_from_export", "fiftyone_rows", "fiftyone_unavailable", "image_urls", "images_of",
-    "label_config", "read_export", "tasks", "write_dataset", "write_table",
+    "BRAIN_KEY", "CANDIDATE_COLUMNS", "CLEANLAB_COLUMNS", "FORMATS", "FROM_NAME", "TO_NAME", "Suggestions",
+    "class_list", "cleanlab_table", "decisions_from_export", "fiftyone_rows", "fiftyone_unavailable",
+    "image_urls", "images_of", "label_config", "read_export", "suggestions_of", "tasks", "write_dataset",
+    "write_table",
 ]  # fmt: skip

@@ -3,9 +3,12 @@ folder (``fo.types.FiftyOneDataset``, media left where they are).
 
 Per sample: ``ground_truth`` (the given label), ``final`` (the label after review; absent for a
 removed sample), ``dynacor`` (the suggested label, confidence = the classifier's probability of
-it), ``noisy_score``, ``flagged``, ``dynacor_id``, ``decision``, ``annotator``, and tags:
-``flagged`` and ``review:<decision>``. The run's 2-D map, when given, is a visualization under
-the brain key ``dynacor_map`` (``compute_visualization(method="manual")``).
+it; absent when the run has no suggestion), ``dynacor_candidates`` (``fo.Classifications``: the
+top other classes, most likely first, each with its probability as confidence; the first is the
+suggestion; absent when there is none), ``noisy_score``, ``flagged``, ``dynacor_id``,
+``decision``, ``annotator``, and tags: ``flagged`` and ``review:<decision>``. The run's 2-D map,
+when given, is a visualization under the brain key ``dynacor_map``
+(``compute_visualization(method="manual")``).
 
 Open it with ``fiftyone datasets create --name NAME --dataset-dir DIR --type
 fiftyone.types.FiftyOneDataset`` and ``fiftyone app launch NAME``.
@@ -25,6 +28,7 @@ import pandas as pd
 
 from dynacor.errors import InputError, MissingError
 from dynacor.review.export import final_labels
+from dynacor.review.exports.common import name_of, suggestions_of
 
 BRAIN_KEY = "dynacor_map"
 INSTALL = "pip install 'dynacor[fiftyone]'"
@@ -37,28 +41,34 @@ def fiftyone_rows(
 ) -> list[dict]:
     """What each FiftyOne sample holds, input order: ``filepath``, ``ground_truth``, ``final``
     (None when removed), ``suggested``, ``confidence`` (None when the run has no probability),
-    ``noisy_score``, ``flagged``, ``dynacor_id``, ``decision``, ``annotator``, ``tags``."""
+    ``noisy_score``, ``flagged``, ``dynacor_id``, ``decision``, ``annotator``, ``tags``, and
+    ``candidates`` (a list of ``(name, confidence or None)``, most likely first). ``suggested`` is
+    None when the sample has no suggestion (a run that recorded no probabilities)."""
     reviewed = final_labels(samples, latest)
-    probs = (
-        samples["suggested_prob"].astype(float)
-        if "suggested_prob" in samples
-        else pd.Series([np.nan] * len(samples))
-    )
+    suggestion = suggestions_of(samples)
     rows = []
     columns = zip(images, reviewed["id"].astype(str), samples["given_label"].astype(int),
-                  samples["suggested_label"].astype(int), reviewed["final_label"], probs,
+                  suggestion.label, reviewed["final_label"], suggestion.prob,
+                  suggestion.candidates, suggestion.candidate_probs,
                   samples["noisy_score"].astype(float), samples["flagged"].astype(bool), reviewed["decision"],
                   reviewed["annotator"], strict=True)  # fmt: skip
-    for path, key, given, suggested, final, prob, score, flagged, decision, annotator in columns:
+    for (path, key, given, suggested, final, prob, candidates, candidate_probs, score, flagged,
+         decision, annotator) in columns:  # fmt: skip
         tags = (["flagged"] if flagged else []) + ([f"review:{decision}"] if decision else [])
+        ranked = [
+            (class_names[int(c)], None if np.isnan(p) else float(p))
+            for c, p in zip(candidates, candidate_probs, strict=True)
+            if c >= 0
+        ]
         rows.append(
             {
                 "filepath": str(path),
                 "dynacor_id": key,
                 "ground_truth": class_names[given],
                 "final": None if pd.isna(final) else class_names[int(final)],
-                "suggested": class_names[suggested],
+                "suggested": name_of(class_names, int(suggested)),
                 "confidence": None if np.isnan(prob) else float(prob),
+                "candidates": ranked,
                 "noisy_score": None if np.isnan(score) else float(score),
                 "flagged": bool(flagged),
                 "decision": str(decision),
@@ -114,9 +124,9 @@ def write_dataset(
     dataset = fo.Dataset(f"dynacor-{uuid.uuid4().hex}")
     try:
         # Declared up front: a field whose every value is None would otherwise not exist.
-        dataset.add_sample_field(
-            "final", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification
-        )
+        for field, kind in (("final", fo.Classification), ("dynacor", fo.Classification),
+                            ("dynacor_candidates", fo.Classifications)):  # fmt: skip
+            dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=kind)
         dataset.add_samples([_sample(fo, row) for row in rows], progress=False)
         if points is not None:
             fob.compute_visualization(
@@ -140,7 +150,6 @@ def write_dataset(
 def _sample(fo, row: dict):  # noqa: ANN001
     fields = {
         "ground_truth": fo.Classification(label=row["ground_truth"]),
-        "dynacor": fo.Classification(label=row["suggested"], confidence=row["confidence"]),
         "noisy_score": row["noisy_score"],
         "flagged": row["flagged"],
         "dynacor_id": row["dynacor_id"],
@@ -149,6 +158,13 @@ def _sample(fo, row: dict):  # noqa: ANN001
     }
     if row["final"] is not None:
         fields["final"] = fo.Classification(label=row["final"])
+    # No suggestion is no prediction: an absent field, not a made-up class.
+    if row["suggested"] is not None:
+        fields["dynacor"] = fo.Classification(label=row["suggested"], confidence=row["confidence"])
+    if row.get("candidates"):
+        fields["dynacor_candidates"] = fo.Classifications(classifications=[
+            fo.Classification(label=name, confidence=confidence) for name, confidence in row["candidates"]
+        ])  # fmt: skip
     return fo.Sample(filepath=row["filepath"], tags=list(row["tags"]), **fields)
 
 

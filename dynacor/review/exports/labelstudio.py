@@ -4,13 +4,24 @@ and a Label Studio JSON export read back as review decisions.
 A task per sample::
 
     {"data": {"image": URL, "dynacor_id": "17", "dynacor_run": RUN_ID, "given_label": "cat",
-              "suggested_label": "dog", "noisy_score": 0.93, "flagged": true},
-     "predictions": [{"model_version": "dynacor-RUN_ID", "score": 0.93,
+              "suggested_label": "dog", "suggested_prob": 0.81,
+              "candidates": ["dog", "fox", "cow"], "candidate_probs": [0.81, 0.1, 0.04],
+              "suggestion": "dog 81%, fox 10%, cow 4%", "noisy_score": 0.93, "flagged": true},
+     "predictions": [{"model_version": "dynacor-RUN_ID", "score": 0.81,
                       "result": [{"from_name": "label", "to_name": "image", "type": "choices",
                                   "value": {"choices": ["dog"]}}]}]}
 
+The suggestion is the most likely class other than the given one; ``candidates`` are the top
+other classes, most likely first (the suggestion first), and ``suggestion`` says them as text
+for the config's header. The prediction's ``score`` is the suggestion's probability. A sample
+without a suggestion (a run that recorded no probabilities) has no prediction, ``suggested_label``
+null, no candidates, and ``suggestion`` "nothing".
+
 The annotator's choice becomes a decision: the given class -> keep, the suggested class ->
-accept, any other class -> relabel; the annotator is Label Studio's ``completed_by``.
+accept, any other class (the second or third candidate included) -> relabel, with the chosen
+class's ``candidate_rank`` (1-3 among the candidates, 0 for a class outside them, as the review
+cards record a class found by search; none for a keep); the annotator is Label Studio's
+``completed_by``.
 """
 
 from __future__ import annotations
@@ -27,9 +38,12 @@ from xml.sax.saxutils import quoteattr
 import pandas as pd
 
 from dynacor.errors import InputError
+from dynacor.review.exports.common import name_of, suggestions_of
 from dynacor.review.queue import sample_keys
 
 FROM_NAME, TO_NAME = "label", "image"
+# The candidate_rank of a class outside the candidates (the review cards' rank for a searched class).
+SEARCHED = 0
 # Label Studio serves files under LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT at this URL (local storage).
 LOCAL_FILES_URL = "/data/local-files/?d="
 
@@ -41,7 +55,7 @@ def label_config(class_names: Sequence[str]) -> str:
     return (
         "<View>\n"
         f'  <Image name="{TO_NAME}" value="${TO_NAME}"/>\n'
-        '  <Header value="Given label: $given_label (dynacor suggests $suggested_label)"/>\n'
+        '  <Header value="Given label: $given_label (dynacor suggests $suggestion)"/>\n'
         f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInLine="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
@@ -83,12 +97,24 @@ def tasks(
 ) -> list[dict]:
     """One Label Studio task per sample, input order (``images`` from `image_urls`)."""
     model_version = f"dynacor-{run_id}"
+    suggestion = suggestions_of(samples)
     out = []
-    columns = zip(sample_keys(samples), images, samples["given_label"].astype(int), samples["suggested_label"].astype(int),
-                  samples["noisy_score"].astype(float), samples["flagged"].astype(bool), strict=True)  # fmt: skip
-    for key, image, given, suggested, score, flagged in columns:
-        # Label Studio refuses prediction scores outside [0, 1]; a missing score is no score.
-        score = None if math.isnan(score) else min(max(float(score), 0.0), 1.0)
+    columns = zip(sample_keys(samples), images, samples["given_label"].astype(int), suggestion.label, suggestion.prob,
+                  suggestion.candidates, suggestion.candidate_probs, samples["noisy_score"].astype(float),
+                  samples["flagged"].astype(bool), strict=True)  # fmt: skip
+    for key, image, given, suggested, prob, candidates, candidate_probs, score, flagged in columns:
+        suggested_name = name_of(class_names, int(suggested))
+        ranked = [
+            (class_names[int(c)], _unit(p))
+            for c, p in zip(candidates, candidate_probs, strict=True)
+            if c >= 0
+        ]
+        # No suggestion is no prediction: Label Studio would pre-select whatever class it named.
+        predictions = [] if suggested_name is None else [
+            {"model_version": model_version, "score": _unit(prob),
+             "result": [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
+                         "value": {"choices": [suggested_name]}}]}
+        ]  # fmt: skip
         out.append(
             {
                 "data": {
@@ -96,23 +122,34 @@ def tasks(
                     "dynacor_id": key,
                     "dynacor_run": run_id,
                     "given_label": class_names[given],
-                    "suggested_label": class_names[suggested],
-                    "noisy_score": score,
+                    "suggested_label": suggested_name,
+                    "suggested_prob": _unit(prob),
+                    "candidates": [name for name, _ in ranked],
+                    "candidate_probs": [p for _, p in ranked],
+                    "suggestion": _suggestion_text(suggested_name, _unit(prob), ranked),
+                    "noisy_score": _unit(score),
                     "flagged": bool(flagged),
                 },
-                "predictions": [
-                    {
-                        "model_version": model_version,
-                        "score": score,
-                        "result": [
-                            {"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
-                             "value": {"choices": [class_names[suggested]]}}
-                        ],
-                    }
-                ],
+                "predictions": predictions,
             }
-        )  # fmt: skip
+        )
     return out
+
+
+def _unit(value: float) -> float | None:
+    # Label Studio refuses prediction scores outside [0, 1]; a missing value is none (JSON null).
+    return None if math.isnan(value) else min(max(float(value), 0.0), 1.0)
+
+
+def _suggestion_text(
+    suggested: str | None, prob: float | None, ranked: list[tuple[str, float | None]]
+) -> str:
+    """What the header says dynacor suggests: the candidates with their chances, else the
+    suggestion alone, else "nothing"."""
+    if suggested is None:
+        return "nothing"
+    shown = ranked or [(suggested, prob)]
+    return ", ".join(name if p is None else f"{name} {p:.0%}" for name, p in shown)
 
 
 def read_export(path: str | os.PathLike[str]) -> list:
@@ -148,14 +185,18 @@ def decisions_from_export(
 
     Each annotated task gives one decision: its latest annotation (by ``updated_at``, else
     ``created_at``, else order) that was not cancelled and chose a class. Returns the items
-    (``sample``, ``decision``, ``label``, ``annotator``, ``time``) and counts (``tasks``,
-    ``annotated``, ``unannotated``). Raises `InputError` naming ``file`` and the field (e.g.
-    ``[3].annotations[0].result[0].value.choices``) for anything it cannot read.
+    (``sample``, ``decision``, ``label``, ``candidate_rank``, ``annotator``, ``time``) and counts
+    (``tasks``, ``annotated``, ``unannotated``). Raises `InputError` naming ``file`` and the
+    field (e.g. ``[3].annotations[0].result[0].value.choices``) for anything it cannot read.
     """
     index = {name: i for i, name in enumerate(class_names)}
-    given_of = dict(zip(sample_keys(samples), samples["given_label"].astype(int), strict=True))
-    suggested_of = dict(
-        zip(sample_keys(samples), samples["suggested_label"].astype(int), strict=True)
+    keys = sample_keys(samples)
+    given_of = dict(zip(keys, samples["given_label"].astype(int), strict=True))
+    suggestion = suggestions_of(samples)
+    # -1 (no suggestion) matches no chosen class: every change is then a relabel.
+    suggested_of = dict(zip(keys, suggestion.label.tolist(), strict=True))
+    candidates_of = dict(
+        zip(keys, ([int(c) for c in row if c >= 0] for row in suggestion.candidates), strict=True)
     )
     items: dict[str, dict] = {}
     unannotated = 0
@@ -205,16 +246,19 @@ def decisions_from_export(
                 file, field, f"one of the run's classes {list(class_names)}", repr(name)
             )
         label = index[name]
+        candidates = candidates_of[key]
+        rank = candidates.index(label) + 1 if label in candidates else SEARCHED
         if label == given_of[key]:
-            decision = "keep"
+            decision, rank = "keep", None
         elif label == suggested_of[key]:
-            decision = "accept"
+            decision, rank = "accept", 1
         else:
             decision = "relabel"
         item = {
             "sample": key,
             "decision": decision,
             "label": label,
+            "candidate_rank": rank,
             "annotator": _annotator(annotation),
         }
         if when != -math.inf:
