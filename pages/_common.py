@@ -224,7 +224,9 @@ def explain(name: str):
     return _explain(str(d), _mtime(d / "samples.parquet"))
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+# A resource, not data: every rerun of a card reads it, and cache_data would copy (N, 3) arrays
+# each time (tens of MB on a 1M-sample run); nothing writes to them.
+@st.cache_resource(max_entries=4, show_spinner=False)
 def _candidates(path: str, mtime_key: int):
     frame = runstore.load_samples(path)
     cands, probs = card_classes.candidate_table(frame, *runstore.candidate_matrix(frame, card_classes.WIDTH))

@@ -344,25 +344,28 @@ def search_box(key: str, given: int, ranked: list[int], audit: bool) -> None:
     suggests most often for the given class, then by index); typing filters the list."""
     order = card_classes.search_order(given, ranked, confusions.get(given, []), num_classes)
     search = f"search_{key}"  # per card: a new card starts with an empty search
-    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
-    with c1.container(key="class_search"):
+    # Per card too, so O never finds the previous card's box while the page redraws.
+    box = f"class_search_{zlib.crc32(str(key).encode())}"
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    with c1.container(key=box):
         st.selectbox("Another class (type to search)", order, index=None, key=search, placeholder="Type a class name...",
                      format_func=lambda c: label_name(names, c), label_visibility="collapsed")  # fmt: skip
-    c2.button("Relabel as this class", key="act_relabel", shortcut=RELABEL_KEY, disabled=st.session_state.get(search) is None,
+    c2.button("Relabel as the class found", key="act_relabel", shortcut=RELABEL_KEY, disabled=st.session_state.get(search) is None,
               on_click=take_searched, args=(key, given, ranked, audit, search), width="stretch")  # fmt: skip
     # O puts the cursor in the search box: Streamlit's shortcuts press buttons only, so a few lines
     # of script do it, and leave the key alone while someone types.
-    st.html(SEARCH_SCRIPT, unsafe_allow_javascript=True)
+    st.html(SEARCH_SCRIPT.replace("SEARCH_BOX", f".st-key-{box} input"), unsafe_allow_javascript=True)
 
 
 SEARCH_SCRIPT = """<script>
+window.dynacorSearchBox = "SEARCH_BOX";
 if (!window.dynacorSearchKey) {
   window.dynacorSearchKey = true;
   document.addEventListener("keydown", (event) => {
     if (event.key.toLowerCase() !== "SEARCH_KEY" || event.ctrlKey || event.metaKey || event.altKey) return;
     const target = event.target;
     if (target && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
-    const box = document.querySelector(".st-key-class_search input");
+    const box = document.querySelector(window.dynacorSearchBox);
     if (!box) return;
     event.preventDefault();
     box.focus();

@@ -229,3 +229,49 @@ def test_first_request_of_a_fresh_server_to_a_deep_link(server, link):
         assert page.evaluate("document.querySelector('[data-testid=stAppViewContainer]').dataset.layout") == "wide"
         shot(page, f"fresh-{link}")
         browser.close()
+
+
+def test_review_card_candidates_by_key_and_by_search_in_a_browser(server):
+    """The card's keys in a real browser: 2 takes the second candidate, O opens the search where
+    typing filters every class and Ctrl+Enter relabels, A still takes the suggestion; each
+    decision is stored with the rank of the candidate taken."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.app_fixtures import candidate_run
+
+    url, tmp = server
+    run = candidate_run(tmp / "runs")  # candidates (g+1, g+2, g+3) % 10 for given class g
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        goto(page, url, f"review?run={run.name}")
+        page.get_by_label("Your name (stored with every decision)").fill("keys-test")
+        page.get_by_role("button", name="Start reviewing").click()
+        expect(page.locator("h4", has_text="id ").first).to_have_text("id 1000")
+        expect(page.get_by_role("button", name="2 · bird (2) 25%")).to_be_visible()  # printed as text
+        shot(page, "7-review-candidates")
+
+        page.locator("h1").first.click()  # focus on the page, not on an input
+        page.keyboard.press("2")  # 1000 (airplane) -> bird, the second candidate
+        expect(page.locator("h4", has_text="id ").first).to_have_text("id 1001")
+
+        page.locator("h1").first.click()
+        page.keyboard.press("o")  # 1001 (automobile): the search has the cursor
+        search = page.locator("input:focus")
+        expect(search).to_have_attribute("placeholder", "Type a class name...")
+        page.keyboard.type("hors")  # keys typed in the search are text, not shortcuts
+        page.get_by_role("option", name="horse (7)").click()
+        expect(page.get_by_role("button", name="Relabel as the class found")).to_be_enabled()
+        page.keyboard.press("Control+Enter")  # with Ctrl, a shortcut works from the search box too
+        expect(page.locator("h4", has_text="id ").first).to_have_text("id 1002")
+
+        page.locator("h1").first.click()
+        page.keyboard.press("a")  # the old accept key: 1002 (bird) -> cat, the suggestion
+        expect(page.locator("h4", has_text="id ").first).to_have_text("id 1003")
+        browser.close()
+
+    latest = ReviewStore(f"sqlite:///{tmp / 'reviews.sqlite'}").latest_decisions(runstore.run_id(run)).set_index("sample")
+    assert latest.loc["1000", ["decision", "label", "candidate_rank"]].tolist() == ["relabel", 2, 2]
+    assert latest.loc["1001", ["decision", "label", "candidate_rank"]].tolist() == ["relabel", 7, 0]
+    assert latest.loc["1002", ["decision", "label", "candidate_rank"]].tolist() == ["accept", 3, 1]
