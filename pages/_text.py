@@ -17,17 +17,25 @@ import re
 
 # CommonMark lets a backslash escape any ASCII punctuation, and the escaped character is always
 # printed literally. Escaping all of it (not only today's specials) also covers GFM tables (|),
-# strikethrough (~), autolink literals (``http://``, ``www.``: the escaped ``:``/``.`` break
-# them), math ($), Streamlit's ``:red[...]``/``:material/x:`` directives (:) and raw HTML (<, &).
+# strikethrough (~), math ($), Streamlit's ``:red[...]``/``:material/x:`` directives (:) and raw
+# HTML (<, &).
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# GFM's autolink literals (``http://host``, ``www.host``, ``name@host``) are found in the text
+# after escapes are resolved (remark-gfm), so no escape stops them: Streamlit would draw a link
+# to an address the data chose. An invisible word joiner (U+2060) inside the pattern does.
+_AUTOLINKS = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
 # A line break inside a label could start a block (a heading, a list, an indented code block);
 # Markdown would fold a single one into a space anyway.
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 
 def plain(text: object) -> str:
-    """``text`` as Markdown that Streamlit renders literally (for a label, caption, markdown...)."""
-    text = _LINE_BREAKS.sub(" ", str(text))
+    """``text`` as Markdown that Streamlit renders literally (for a label, caption, markdown...).
+
+    Shown, it reads as ``text``; copied, it carries an invisible U+2060 wherever ``text`` would
+    have made a link (after the ``:`` of ``http://``, before the ``.`` of ``www.`` and before ``@``)."""
+    text = _AUTOLINKS.sub(WORD_JOINER, _LINE_BREAKS.sub(" ", str(text)))
     return _PUNCTUATION.sub(r"\\\1", text)
 
 
