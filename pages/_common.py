@@ -21,6 +21,7 @@ from dynacor.review.store import ReviewStore, default_url
 from dynacor.runs import store as runstore
 from dynacor.runs import view as runview
 from dynacor.runs.jobs import JobBusy, JobRunner
+from pages._text import plain
 
 PAGES = {
     "run": "pages/run.py",
@@ -168,9 +169,9 @@ def start_run(make_request, label: str) -> None:
         name = runview.new_run_name(runs_root(), label)
         job_runner().start(runs_root() / name, request.config, request.loader, request.source)
     except JobBusy as exc:
-        st.warning(f"A run is already working: {exc}. One run at a time per app server.")
+        st.warning(f"A run is already working: {plain(exc)}. One run at a time per app server.")
     except (DynacorError, ValueError, OSError) as exc:
-        st.error(str(exc))
+        st.error(plain(exc))  # may quote a typed path or the data's own text
     else:
         st.session_state["current_run"] = name
         st.switch_page(PAGES["training"])
@@ -278,7 +279,7 @@ def safe(call, *args, **kwargs):
     try:
         return call(*args, **kwargs)
     except (MissingError, CorruptError) as exc:
-        st.error(f"This run cannot be shown: {exc}")
+        st.error(f"This run cannot be shown: {plain(exc)}")  # may quote a path
         st.stop()
 
 
