@@ -18,7 +18,7 @@ from dynacor.errors import InputError
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.corruption import make_copies
 from dynacor.method.dynamics import logit_margin
-from dynacor.method.pipeline import Dynamics
+from dynacor.method.pipeline import Dynamics, detect
 from dynacor.record import Recorder, WithCopies, load_dynamics, save_dynamics
 from tests.conftest import make_blobs
 
@@ -192,13 +192,24 @@ def test_update_on_cuda_never_synchronises():
     np.testing.assert_allclose(recorder.margins()[:, 0], expected, rtol=0, atol=0)
 
 
-def test_late_probabilities_average_the_last_epochs_with_known_or_growing_epochs():
+def test_candidates_come_from_the_early_window_with_known_epochs_else_from_the_late_softmax():
     _, _, known = train_and_record(epochs=7, num_epochs=7)
     _, _, growing = train_and_record(epochs=7, num_epochs=None)
     np.testing.assert_array_equal(known.margins(), growing.margins())
-    np.testing.assert_allclose(known.late_probs(), growing.late_probs(), rtol=1e-6, atol=1e-6)
-    assert known.late_probs().shape == (300, 3)
-    np.testing.assert_allclose(known.late_probs().sum(axis=1), 1.0, atol=1e-5)
+    early, late = known.dynamics(), growing.dynamics()
+    given = early.given_labels
+    # Known epochs: every original's other classes from the window, never its given label.
+    assert early.candidates.shape == (300, 2) and early.late_probs is None
+    assert not (early.candidates == given[:, None]).any()
+    assert early.suggestion_source.startswith("early softmax")
+    assert np.all(early.candidate_probs[:, 0] >= early.candidate_probs[:, 1])
+    # Epochs not known in advance: the late softmax, named as the source.
+    assert late.candidates is None and late.late_probs.shape == (300, 3)
+    np.testing.assert_allclose(late.late_probs.sum(axis=1), 1.0, atol=1e-5)
+    assert late.suggestion_source.startswith("late softmax")
+    result = growing.detect(encoder_epochs=1)
+    assert not (result.suggested_labels == given).any()
+    assert result.info["suggestion_source"].startswith("late softmax")
 
 
 def test_a_sample_missing_from_an_epoch_is_an_error_naming_it():
@@ -249,10 +260,11 @@ def test_detect_and_save_write_a_run_the_app_opens(recorded, tmp_path):
 def test_dynamics_file_round_trip(recorded, dynamics_file):
     original = recorded[2].dynamics()
     loaded = load_dynamics(dynamics_file)
-    for name in ("margins_all", "copy_pair", "copy_labels", "given_labels", "prob_given_all", "late_probs",
-                 "clean_labels", "ids"):  # fmt: skip
+    for name in ("margins_all", "copy_pair", "copy_labels", "given_labels", "prob_given_all", "candidates",
+                 "candidate_probs", "clean_labels", "ids"):  # fmt: skip
         np.testing.assert_array_equal(getattr(loaded, name), getattr(original, name), err_msg=name)
     assert loaded.class_names == original.class_names
+    assert loaded.suggestion_source == original.suggestion_source
     assert loaded.classifier_epochs == original.classifier_epochs
     assert loaded.source["dynamics"] == str(dynamics_file) and loaded.source["kind"] == "recorded"
 
@@ -267,9 +279,13 @@ def test_a_run_directory_reads_back_as_the_same_dynamics(recorded, tmp_path):
     assert np.array_equal(loaded.margins_all >= 0, original.margins_all >= 0)
     assert np.array_equal(loaded.given_labels, original.given_labels)
     assert np.array_equal(loaded.copy_pair, original.copy_pair)
-    # The run's suggestions survive: same argmax and same probability.
-    assert np.array_equal(loaded.late_probs.argmax(axis=1), result.suggested_labels)
-    np.testing.assert_allclose(loaded.late_probs.max(axis=1), result.suggested_prob, atol=1e-6)
+    # The run's candidates survive, and a re-run on them offers the same ones.
+    assert np.array_equal(loaded.candidates, result.candidates)
+    np.testing.assert_allclose(loaded.candidate_probs, result.candidate_probs, atol=1e-6)
+    assert loaded.suggestion_source == result.info["suggestion_source"]
+    again = detect(DynaCorConfig(encoder_epochs=1), loaded)
+    assert np.array_equal(again.suggested_labels, result.suggested_labels)
+    assert again.info["suggestion_source"] == result.info["suggestion_source"]
 
 
 def test_detect_dynamics_on_a_file_writes_a_run(dynamics_file, tmp_path, capsys):

@@ -18,6 +18,7 @@ from dynacor.method.estimates import QUANTITIES, window_epochs
 from dynacor.method.featureset import FeatureSet
 from dynacor.method.pipeline import estimate_windows, recorded_estimate_rows, run
 from dynacor.method.scratch import train_scratch
+from dynacor.method.suggest import top_candidates
 from dynacor.record import Recorder, load_dynamics
 from tests.test_record import blobs_dataset, train_and_record
 
@@ -301,18 +302,18 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_scratch_training_averages_the_windows_like_its_late_softmax(one_thread):
+def test_scratch_training_averages_the_windows_like_its_candidates(one_thread):
     images, labels = colour_images()
     copies = make_copies(labels, 3, 0.1, np.random.default_rng(0))
     rows = np.array([0, 5, 17, 40, 95])
     trained = train_scratch(images, np.concatenate([labels, copies.labels]), copies.pair, 3, epochs=3, lr=0.05,
-                            batch_size=32, arch="cnn", width=8, schedule="cosine", late_epochs=2,
+                            batch_size=32, arch="cnn", width=8, schedule="cosine", suggest_window=(1, 3),
                             estimate_rows=rows, estimate_windows=((1, 3), (0, 1)))  # fmt: skip
     assert trained.window_probs.shape == (2, 5, 3) and trained.window_probs.dtype == np.float32
-    # the noise window here is the last two epochs: what late_probs averages
-    np.testing.assert_allclose(
-        trained.window_probs[0], trained.late_probs[rows], rtol=1e-6, atol=1e-7
-    )
+    # the noise window here is the candidates' window: the same softmax, given class left out
+    expected = top_candidates(trained.window_probs[0], labels[rows])
+    assert np.array_equal(trained.candidates[rows], expected[0])
+    np.testing.assert_allclose(trained.candidate_probs[rows], expected[1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(trained.window_probs[1].sum(axis=1), 1.0, atol=1e-5)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dynacor.method.config import DynaCorConfig
+from dynacor.method.estimates import window_epochs
 
 
 def head_settings(config: DynaCorConfig | None = None) -> dict[str, Any]:
@@ -24,7 +25,7 @@ def head_settings(config: DynaCorConfig | None = None) -> dict[str, Any]:
     return {
         "epochs": c.epochs, "lr": c.lr, "momentum": c.momentum, "weight_decay": c.weight_decay,
         "batch_size": c.batch_size, "hidden": c.hidden, "schedule": c.schedule, "record": c.record,
-        "late_epochs": c.late_epochs,
+        "suggest_window": window_epochs(c.suggest_window, c.epochs),
     }  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from dynacor.errors import Cancelled
 from dynacor.method.dynamics import logit_margin
 from dynacor.method.estimates import open_windows, window_means
 from dynacor.method.nets import make_sgd, mlp_head
+from dynacor.method.suggest import CandidateSums
 
 
 @dataclass
@@ -25,8 +26,9 @@ class HeadDynamics:
     ----------
     margins : (S, E) float32, logit margin of each sample (originals then copies) for its own label
     prob_given : (S, E) float32, softmax probability of its own label
-    late_probs : (N, C) float32 (float16 when N x C passes `LATE_PROBS_FLOAT32_LIMIT`), softmax of
-        the originals averaged over the last ``late_epochs`` epochs
+    candidates : (N, K) int64 or None, each original's most likely classes other than its given
+        one in the softmax averaged over ``suggest_window`` (`dynacor.method.suggest`)
+    candidate_probs : (N, K) float32 or None, their averaged probabilities
     epochs : one dict per epoch: loss, accuracy, test accuracy when a test split exists, seconds
     predicted : (T, C) float32 or None, softmax of the trained head on `train_head`'s ``predict``
     window_probs : (W, R, C) float32 or None, softmax of the ``estimate_rows`` originals averaged
@@ -35,15 +37,11 @@ class HeadDynamics:
 
     margins: np.ndarray
     prob_given: np.ndarray
-    late_probs: np.ndarray
+    candidates: np.ndarray | None = None
+    candidate_probs: np.ndarray | None = None
     epochs: list[dict] = field(default_factory=list)
     predicted: np.ndarray | None = None
     window_probs: np.ndarray | None = None
-
-
-# Above this many elements (1 GiB of float32) the late softmax sums are kept in float16: a million
-# samples of a thousand classes would otherwise hold 4 GiB for a suggestion per sample.
-LATE_PROBS_FLOAT32_LIMIT = 2**28
 
 
 class RowSource:
@@ -123,7 +121,7 @@ def train_head(
     hidden: int,
     schedule: str = "cosine",
     record: str = "train",
-    late_epochs: int = 5,
+    suggest_window: tuple[int, int] | None = None,
     generator: torch.Generator,
     device: torch.device | str = "cpu",
     features_aug: np.ndarray | None = None,
@@ -155,10 +153,12 @@ def train_head(
         samples, for out-of-sample probabilities); training is the same with or without them
     estimate_rows : (R,) int64 originals whose softmax is averaged over each of
         ``estimate_windows`` (``[first, stop)`` epochs) into ``window_probs``
+    suggest_window : ``[first, stop)`` epochs whose softmax of every original gives its candidate
+        labels (None: no candidates)
 
     Returns
     -------
-    HeadDynamics with margins and probabilities of shape (S, E) and late_probs (N, C).
+    HeadDynamics with margins and probabilities of shape (S, E) and candidates (N, K).
     """
     device = torch.device(device)
     rows = RowSource(features, features_aug, copy_pair, device)
@@ -171,9 +171,9 @@ def train_head(
     loss_fn = nn.CrossEntropyLoss()
     margins = torch.empty((s, epochs), dtype=torch.float32, device=device)
     prob_given = torch.empty((s, epochs), dtype=torch.float32, device=device)
-    late_dtype = torch.float32 if n * num_classes <= LATE_PROBS_FLOAT32_LIMIT else torch.float16
-    late_probs = torch.zeros((n, num_classes), dtype=late_dtype, device=device)
-    first_late = max(0, epochs - late_epochs)
+    suggest = None
+    if suggest_window is not None:
+        suggest = CandidateSums(y[:n], num_classes, device)
     log: list[dict] = []
     windows = [(a, b) for a, b in estimate_windows] if estimate_rows is not None else []
     if windows:
@@ -189,9 +189,8 @@ def train_head(
         margins[idx, epoch] = logit_margin(logits, target)
         probs = torch.softmax(logits, dim=1)
         prob_given[idx, epoch] = probs.gather(1, target[:, None]).squeeze(1)
-        if epoch >= first_late:
-            original = idx < n
-            late_probs[idx[original]] += probs[original].to(late_dtype)
+        if suggest is not None and suggest_window[0] <= epoch < suggest_window[1]:
+            suggest.add(idx, probs)  # the copies' rows are dropped there
         in_windows = open_windows(windows, epoch)
         if in_windows:
             pos = estimate_pos[idx.clamp_max(n - 1)]
@@ -238,14 +237,17 @@ def train_head(
         if on_epoch is not None:
             on_epoch(entry)
 
-    late_probs /= float(epochs - first_late)
+    candidates = candidate_probs = None
+    if suggest is not None:
+        candidates, candidate_probs = suggest.candidates(min(epochs, suggest_window[1]) - suggest_window[0])
     window_probs = None
     if windows:
         window_probs = window_means(window_sums.cpu().numpy(), windows)
     return HeadDynamics(
         margins=margins.cpu().numpy(),
         prob_given=prob_given.cpu().numpy(),
-        late_probs=late_probs.cpu().numpy(),
+        candidates=candidates,
+        candidate_probs=candidate_probs,
         epochs=log,
         predicted=None if predict is None else softmax_of(head, predict, device),
         window_probs=window_probs,

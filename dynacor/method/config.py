@@ -17,6 +17,8 @@ RECORD_MODES = ("train", "eval")
 SELECTIONS = ("validation", "last", "init")
 VAL_ORIGINALS = ("all", "paired")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# Fields of earlier versions that a saved config may still hold; read and ignored.
+RETIRED = ("late_epochs",)
 
 
 @dataclass
@@ -51,7 +53,10 @@ class DynaCorConfig:
     # "train": margins of each mini-batch before its update (authors' code, free);
     # "eval": a separate forward pass over all samples after each epoch (one more pass per epoch).
     record: str = "train"
-    late_epochs: int = 5  # the suggested label averages the softmax over this many last epochs
+    # The reviewer's candidate labels (dynacor.method.suggest): the most likely other classes in the
+    # softmax averaged over this early window of training (fractions of the epochs), before the
+    # classifier memorises the wrong labels. Chosen on the tuning half (BENCHMARKS.md "Suggestions").
+    suggest_window: tuple[float, float] = (0.07, 0.27)
 
     # 3-4. Encoder and clustering.
     encoder_epochs: int = 10
@@ -114,12 +119,14 @@ class DynaCorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DynaCorConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        # Runs saved before the suggestions read an early window named the late one they read.
+        data = {k: v for k, v in data.items() if k not in RETIRED}
         unknown = sorted(set(data) - known)
         if unknown:
             from dynacor.errors import InputError
 
             raise InputError("config", unknown[0], f"one of {sorted(known)}", repr(unknown[0]))
-        for name in ("noise_window", "recall_window"):
+        for name in ("noise_window", "recall_window", "suggest_window"):
             if isinstance(data.get(name), list):  # JSON has no tuples
                 data = {**data, name: tuple(data[name])}
         return cls(**data)

@@ -33,6 +33,7 @@ from dynacor.method.featureset import FeatureSet
 from dynacor.method.knn import neighbours_of
 from dynacor.method.metrics import detection_metrics
 from dynacor.method.noise import noise_rate, synthetic_labels
+from dynacor.method.suggest import SOURCE_EARLY, SOURCE_LATE, SOURCE_NONE, top_candidates
 from dynacor.method.validate import check_config, check_dynamics, check_featureset
 
 EventHandler = Callable[[dict], None]
@@ -48,8 +49,11 @@ class Result:
     ----------
     ids : (N,) sample ids
     given_labels : (N,) int64, labels the detector judged (after synthetic noise, if any)
-    suggested_labels : (N,) int64, the classifier's prediction (softmax averaged over late epochs)
-    suggested_prob : (N,) float32, its probability
+    suggested_labels : (N,) int64, the most likely class other than the given one, read before the
+        classifier memorises (`dynacor.method.suggest`); -1 where nothing was recorded to read
+    suggested_prob : (N,) float32, its probability (NaN where unknown)
+    candidates : (N, K) int64, the K most likely other classes, most likely first (the first is
+        the suggestion; -1 pads); candidate_probs : (N, K) float32 (NaN pads)
     q_noisy : (N,) float32, noisy score
     flagged : (N,) bool, ``q_noisy > threshold``
     threshold : the cut: 0.5 (the paper's) unless a target precision or recall chose another
@@ -98,6 +102,8 @@ class Result:
     threshold: float = 0.5
     estimates: dict[str, Any] | None = None
     estimate_parts: dict[str, np.ndarray] | None = None
+    candidates: np.ndarray | None = None
+    candidate_probs: np.ndarray | None = None
 
     @property
     def num_samples(self) -> int:
@@ -128,8 +134,14 @@ class Result:
                 "cluster": np.where(self.flagged, "noisy", "clean"),
             }
         )
+        if self.candidates is not None:
+            # Parquet keeps lists; the run store writes them to CSV as space-separated text.
+            keep = self.candidates >= 0
+            frame["candidates"] = [row[k].tolist() for row, k in zip(self.candidates, keep, strict=True)]
+            frame["candidate_probs"] = [row[k].astype(np.float64).round(6).tolist()
+                                        for row, k in zip(self.candidate_probs, keep, strict=True)]  # fmt: skip
         if self.class_names is not None:
-            names = np.asarray(self.class_names, dtype=object)
+            names = np.asarray([*self.class_names, ""], dtype=object)  # -1 (no suggestion) -> ""
             frame["given_name"] = names[self.given_labels]
             frame["suggested_name"] = names[self.suggested_labels]
         if self.clean_labels is not None:
@@ -200,6 +212,7 @@ def run(
     # Classifier and dynamics; the self-estimates read a random subset of the originals when N is large.
     estimate_rows = choose_rows(n, config.estimate_rows, estimate_rng) if config.estimate_rows > 0 else None
     windows = estimate_windows(config, config.epochs)
+    suggest_window = window_epochs(config.suggest_window, config.epochs)
     t = _stage_start(emit, "classifier", total=config.epochs)
     on_epoch = lambda e: emit("classifier_epoch", of=config.epochs, **e)  # noqa: E731
     if config.classifier == "mlp":
@@ -208,17 +221,18 @@ def run(
             data.features, labels_all, num_classes, features_aug=data.features_aug, copy_pair=copies.pair,
             epochs=config.epochs, lr=config.lr, momentum=config.momentum,
             weight_decay=config.weight_decay, batch_size=config.batch_size, hidden=config.hidden,
-            schedule=config.schedule, record=config.record, late_epochs=config.late_epochs,
+            schedule=config.schedule, record=config.record, suggest_window=suggest_window,
             generator=head_gen, device=device, test=test, on_epoch=on_epoch, should_stop=stop_check,
             estimate_rows=estimate_rows, estimate_windows=windows,
         )  # fmt: skip
     else:
         head = _train_from_scratch(config, data, labels_all, copies.pair, head_gen, device, on_epoch, stop_check,
-                                   estimate_rows, windows)  # fmt: skip
+                                   estimate_rows, windows, suggest_window)  # fmt: skip
     timings["classifier"] = _stage_end(emit, "classifier", t)
 
     dynamics = Dynamics(
-        margins_all=head.margins, prob_given_all=head.prob_given, late_probs=head.late_probs,
+        margins_all=head.margins, prob_given_all=head.prob_given, candidates=head.candidates,
+        candidate_probs=head.candidate_probs, suggestion_source=suggestion_source(SOURCE_EARLY, suggest_window),
         copy_pair=copies.pair, copy_labels=copies.labels, given_labels=given, clean_labels=data.clean_labels,
         ids=data.sample_ids(), class_names=data.class_names, paths=data.paths, source=dict(data.source),
         classifier_epochs=head.epochs, estimate_rows=estimate_rows if head.window_probs is not None else None,
@@ -250,8 +264,11 @@ class Dynamics:
     copy_pair : (M,) int64, the original of each copy; copy_labels : (M,) int64, its corrupted label
     given_labels : (N,) int64, the labels judged
     prob_given_all : (S, E) float or None, softmax probability of the own label (``signal="prob"``)
-    late_probs : (N, C) float or None, softmax averaged over the last epochs (suggested labels);
-        None: the suggested label is the given one with probability NaN
+    candidates : (N, K) int64 or None, each original's candidate labels, most likely first (never
+        its given label; -1 pads), and candidate_probs (N, K) float their probabilities
+        (`dynacor.method.suggest`); suggestion_source says what they were read from
+    late_probs : (N, C) float or None, a softmax of the originals to take candidates from when
+        ``candidates`` is None (a recording that never knew its early window)
     clean_labels : (N,) int64 or None, only to report metrics
     ids, class_names, paths, source, classifier_epochs : carried into the `Result`
     estimate_rows : (R,) int64 or None, originals ``window_probs`` covers
@@ -264,6 +281,9 @@ class Dynamics:
     copy_labels: np.ndarray
     given_labels: np.ndarray
     prob_given_all: np.ndarray | None = None
+    candidates: np.ndarray | None = None
+    candidate_probs: np.ndarray | None = None
+    suggestion_source: str | None = None
     late_probs: np.ndarray | None = None
     clean_labels: np.ndarray | None = None
     ids: np.ndarray | None = None
@@ -382,13 +402,7 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
     warnings += cut_warnings(flagged, estimates, config.estimate_precision_floor)
     for message in warnings:
         emit("warning", message=message)
-    if dynamics.late_probs is not None:
-        late = np.asarray(dynamics.late_probs)
-        suggested = late.argmax(axis=1).astype(np.int64)
-        suggested_prob = late[np.arange(n), suggested].astype(np.float32)
-    else:
-        suggested = np.asarray(dynamics.given_labels, dtype=np.int64)
-        suggested_prob = np.full(n, np.nan, dtype=np.float32)
+    candidates, candidate_probs, source = run_candidates(dynamics)
     metrics = None
     if truly_noisy is not None:
         metrics = detection_metrics(flagged, truly_noisy, q)
@@ -397,13 +411,16 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
     num_classes = (len(dynamics.class_names) if dynamics.class_names is not None
                    else int(max(dynamics.given_labels.max(), dynamics.copy_labels.max(initial=0))) + 1)  # fmt: skip
     info = {"num_samples": n, "num_copies": m, "num_classes": num_classes, **info,
-            "unique_trajectories": fit.unique_count, "versions": library_versions()}  # fmt: skip
+            "unique_trajectories": fit.unique_count, "suggestion_source": source,
+            "versions": library_versions()}  # fmt: skip
     return Result(
         config=config.to_dict(),
         ids=dynamics.ids if dynamics.ids is not None else np.arange(n),
         given_labels=dynamics.given_labels,
-        suggested_labels=suggested,
-        suggested_prob=suggested_prob,
+        suggested_labels=candidates[:, 0].copy(),
+        suggested_prob=candidate_probs[:, 0].copy(),
+        candidates=candidates,
+        candidate_probs=candidate_probs,
         q_noisy=q,
         flagged=flagged,
         clean_labels=dynamics.clean_labels,
@@ -426,6 +443,26 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         estimates=estimates,
         estimate_parts=estimate_parts,
     )
+
+
+def run_candidates(dynamics: Dynamics) -> tuple[np.ndarray, np.ndarray, str]:
+    """The candidate labels of a run's originals and what they were read from: the recorded early
+    window, else a recorded softmax (a recording whose epochs were not known in advance), else
+    none. Returns (N, K >= 1) int64 (-1 pads), (N, K) float32 (NaN pads), the source's name."""
+    n = len(dynamics.given_labels)
+    if dynamics.candidates is not None:
+        candidates = np.asarray(dynamics.candidates, dtype=np.int64).reshape(n, -1)
+        probs = np.asarray(dynamics.candidate_probs, dtype=np.float32).reshape(n, -1)
+        return candidates, probs, dynamics.suggestion_source or SOURCE_EARLY
+    if dynamics.late_probs is not None:
+        candidates, probs = top_candidates(np.asarray(dynamics.late_probs), dynamics.given_labels)
+        return candidates, probs, dynamics.suggestion_source or SOURCE_LATE
+    return np.full((n, 1), -1, dtype=np.int64), np.full((n, 1), np.nan, dtype=np.float32), SOURCE_NONE
+
+
+def suggestion_source(kind: str, window: tuple[int, int]) -> str:
+    """``"early softmax, epochs 3-8"`` (from 1, inclusive): what run.json names as the source."""
+    return f"{kind}, epochs {window[0] + 1}-{window[1]}"
 
 
 def summary_text(num_samples: int, num_flagged: int, threshold: float, chosen_epoch: int, encoder_epochs: int,
@@ -484,7 +521,7 @@ def _torch_generator(stream: np.random.SeedSequence) -> torch.Generator:
 
 
 def _train_from_scratch(config, data, labels_all, pair, generator, device, on_epoch, stop_check, estimate_rows,
-                        windows) -> HeadDynamics:  # fmt: skip
+                        windows, suggest_window) -> HeadDynamics:  # fmt: skip
     """Dynamics of a network trained from scratch on the images (copies: random crops, pad 4)."""
     from dynacor.errors import InputError
     from dynacor.method.scratch import train_scratch
@@ -500,11 +537,12 @@ def _train_from_scratch(config, data, labels_all, pair, generator, device, on_ep
         epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
         weight_decay=config.weight_decay, momentum=config.momentum, seed=generator,
         arch=config.classifier.removeprefix("scratch-"), schedule=config.schedule, record=config.record,
-        late_epochs=config.late_epochs, on_epoch=lambda e: on_epoch({"accuracy": e.get("acc"), **e}),
+        suggest_window=suggest_window, on_epoch=lambda e: on_epoch({"accuracy": e.get("acc"), **e}),
         cancel=stop_check, device=device, estimate_rows=estimate_rows, estimate_windows=windows,
     )  # fmt: skip
-    return HeadDynamics(margins=trained.margins, prob_given=trained.prob_given, late_probs=trained.late_probs,
-                        epochs=trained.log, window_probs=trained.window_probs)  # fmt: skip
+    return HeadDynamics(margins=trained.margins, prob_given=trained.prob_given, candidates=trained.candidates,
+                        candidate_probs=trained.candidate_probs, epochs=trained.log,
+                        window_probs=trained.window_probs)  # fmt: skip
 
 
 def library_versions() -> dict[str, str]:

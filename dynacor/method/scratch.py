@@ -24,6 +24,7 @@ from dynacor.errors import Cancelled, InputError
 from dynacor.method.dynamics import logit_margin
 from dynacor.method.estimates import open_windows, window_means
 from dynacor.method.nets import SCHEDULES, init_parameters, make_sgd
+from dynacor.method.suggest import CandidateSums
 
 ARCHS = ("cnn", "resnet18", "resnet34")
 
@@ -36,7 +37,8 @@ class ScratchResult:
     ----------
     margins : (N + M, E) float32, logit margin of each original then each copy for its own label
     prob_given : (N + M, E) float32, softmax probability of the own label (for the ``prob`` signal)
-    late_probs : (N, C) float32, softmax of the originals averaged over the last epochs
+    candidates : (N, K) int64 or None, each original's most likely other classes over the
+        ``suggest_window`` (`dynacor.method.suggest`); candidate_probs : (N, K) float32 or None
     log : one dict per epoch: ``epoch``, ``loss``, ``acc`` (agreement with the given labels),
         ``lr``, ``seconds``
     copy_images : (M, H, W, 3) uint8, the copies' inputs (crops of their originals)
@@ -46,7 +48,8 @@ class ScratchResult:
 
     margins: np.ndarray
     prob_given: np.ndarray
-    late_probs: np.ndarray
+    candidates: np.ndarray | None
+    candidate_probs: np.ndarray | None
     log: list[dict] = field(default_factory=list)
     copy_images: np.ndarray | None = None
     window_probs: np.ndarray | None = None
@@ -151,7 +154,7 @@ def train_scratch(
     augment: bool = True,
     schedule: str = "multistep",
     record: str = "train",
-    late_epochs: int = 5,
+    suggest_window: tuple[int, int] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     device: str | torch.device = "cpu",
@@ -175,7 +178,8 @@ def train_scratch(
     schedule : one of `dynacor.method.nets.SCHEDULES` (see `make_sgd`)
     record : ``train``: margins of each mini-batch before its update (authors' code, free);
         ``eval``: one extra pass without augmentation after each epoch
-    late_epochs : how many last epochs ``late_probs`` averages
+    suggest_window : ``[first, stop)`` epochs whose softmax of every original gives its candidate
+        labels (None: none)
     on_epoch : receives each epoch's log dict
     cancel : polled after each batch; True raises `dynacor.errors.Cancelled`
     device : where to train
@@ -184,7 +188,7 @@ def train_scratch(
 
     Returns
     -------
-    ScratchResult (margins (N+M, E), prob_given (N+M, E), late_probs (N, C), log, copy_images,
+    ScratchResult (margins (N+M, E), prob_given (N+M, E), candidates (N, K), log, copy_images,
     window_probs)
     """
     images = np.asarray(images)
@@ -221,8 +225,9 @@ def train_scratch(
     total = n + m
     margins = np.zeros((total, epochs), dtype=np.float32)
     prob_given = np.zeros((total, epochs), dtype=np.float32)
-    late = max(1, min(late_epochs, epochs))
-    late_sum = np.zeros((n, num_classes), dtype=np.float64)
+    suggest = None
+    if suggest_window is not None:
+        suggest = CandidateSums(targets[:n], num_classes, dev)
     log: list[dict] = []
     windows = [(a, b) for a, b in estimate_windows] if estimate_rows is not None else []
     # position of each training row among the estimate rows, -1 for the others (and the copies)
@@ -244,9 +249,8 @@ def train_scratch(
         i = idx.numpy()
         margins[i, epoch] = logit_margin(logits, y).cpu().numpy()
         prob_given[i, epoch] = probs.gather(1, y[:, None]).squeeze(1).cpu().numpy()
-        if epoch >= epochs - late:
-            orig = i < n
-            late_sum[i[orig]] += probs.cpu().numpy()[orig]
+        if suggest is not None and suggest_window[0] <= epoch < suggest_window[1]:
+            suggest.add(idx, probs)  # the copies' rows are dropped there
         in_windows = open_windows(windows, epoch)
         if in_windows:
             pos = estimate_pos[i]
@@ -290,10 +294,14 @@ def train_scratch(
         if on_epoch is not None:
             on_epoch(dict(entry))
 
+    candidates = candidate_probs = None
+    if suggest is not None:
+        candidates, candidate_probs = suggest.candidates(min(epochs, suggest_window[1]) - suggest_window[0])
     return ScratchResult(
         margins=margins,
         prob_given=prob_given,
-        late_probs=(late_sum / late).astype(np.float32),
+        candidates=candidates,
+        candidate_probs=candidate_probs,
         log=log,
         copy_images=copy_images,
         window_probs=None if window_sums is None else window_means(window_sums, windows).astype(np.float32),

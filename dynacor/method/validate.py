@@ -39,7 +39,7 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
         need(isinstance(value, (int, float)) and np.isfinite(value) and value >= 0, name, "a number >= 0")
 
     need(isinstance(config.gamma, (int, float)) and 0.0 < config.gamma <= 1.0, "gamma", "a number in (0, 1]")
-    for name in ("epochs", "batch_size", "hidden", "encoder_epochs", "encoder_batch_size", "rep_dim", "late_epochs"):
+    for name in ("epochs", "batch_size", "hidden", "encoder_epochs", "encoder_batch_size", "rep_dim"):
         positive_int(name)
     need(config.epochs >= 2, "epochs", "at least 2 (dynamics need more than one epoch)")
     for name in ("lr", "encoder_lr"):
@@ -68,7 +68,7 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
     non_negative("estimate_margin")
     need(isinstance(config.estimate_precision_floor, (int, float)) and 0.0 <= config.estimate_precision_floor <= 1.0,
          "estimate_precision_floor", "a fraction in [0, 1]")  # fmt: skip
-    for name in ("noise_window", "recall_window"):
+    for name in ("noise_window", "recall_window", "suggest_window"):
         window = getattr(config, name)
         need(isinstance(window, (tuple, list)) and len(window) == 2
              and all(isinstance(v, (int, float)) for v in window) and 0.0 <= window[0] < window[1] <= 1.0,
@@ -204,11 +204,42 @@ def check_dynamics(dynamics, file: str = "<arrays>", needs_prob: bool = False):
     if ids is not None and ids.shape[0] != n:
         raise InputError(file, "ids", f"length {n} (one per original)", f"length {ids.shape[0]}")
     num_classes = int(max(given.max(), copy_labels.max())) + 1
+    candidates, candidate_probs = _candidates(dynamics.candidates, dynamics.candidate_probs, file, given)
     rows, window = _estimate_windows(dynamics.estimate_rows, dynamics.window_probs, file, n, num_classes,
                                      None if late is None else late.shape[1])  # fmt: skip
     return dataclasses.replace(dynamics, margins_all=margins.astype(np.float32), copy_pair=pair.astype(np.int64),
                                copy_labels=copy_labels, given_labels=given, clean_labels=clean, prob_given_all=prob,
-                               late_probs=late, ids=ids, estimate_rows=rows, window_probs=window)  # fmt: skip
+                               late_probs=late, ids=ids, estimate_rows=rows, window_probs=window,
+                               candidates=candidates, candidate_probs=candidate_probs)  # fmt: skip
+
+
+def _candidates(candidates: object, probs: object, file: str, given: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Each original's candidate labels (N, K) int64 (-1 pads, never its given label) and their
+    probabilities (N, K) float32 (finite in [0, 1], NaN where unknown), both or neither."""
+    if candidates is None and probs is None:
+        return None, None
+    if candidates is None or probs is None:
+        missing, other = ("candidates", "candidate_probs") if candidates is None else ("candidate_probs", "candidates")
+        raise InputError(file, missing, f"present with `{other}` (a candidate has a probability)", "no such field")
+    n = given.shape[0]
+    candidates, probs = np.asarray(candidates), np.asarray(probs)
+    if candidates.ndim != 2 or candidates.shape[0] != n or candidates.shape[1] < 1 or candidates.dtype.kind not in "iu":
+        raise InputError(file, "candidates", f"an (N = {n}, K >= 1) integer array of class indices",
+                         f"{candidates.dtype} of shape {candidates.shape}")  # fmt: skip
+    if probs.shape != candidates.shape or probs.dtype.kind != "f":
+        raise InputError(file, "candidate_probs", f"a float array of the shape of candidates {candidates.shape}",
+                         f"{probs.dtype} of shape {probs.shape}")  # fmt: skip
+    if candidates.min() < -1:
+        raise InputError(file, "candidates", "class indices >= 0, or -1 for none", f"min {candidates.min()}")
+    own = candidates == given[:, None]
+    if own.any():
+        raise InputError(file, "candidates", "classes other than each sample's given label",
+                         f"{int(own.any(axis=1).sum())} rows offering their given label")  # fmt: skip
+    known = probs[~np.isnan(probs)]
+    if known.size and (not np.isfinite(known).all() or known.min() < 0 or known.max() > 1.0 + 1e-4):
+        raise InputError(file, "candidate_probs", "probabilities in [0, 1] (NaN where unknown)",
+                         f"range [{known.min()}, {known.max()}]")  # fmt: skip
+    return candidates.astype(np.int64), probs.astype(np.float32)
 
 
 def _estimate_windows(rows: object, window: object, file: str, n: int, num_classes: int,

@@ -8,7 +8,12 @@ Fields of the .npz (S = N + M rows: the N originals, then the M copies; E epochs
     labels         (M,)   int64     each copy's corrupted label                              [required]
     given_labels   (N,)   int64     the labels judged                                        [required]
     prob_given     (S, E) float32   softmax probability of the own label (signal "prob")
-    late_probs     (N, C) float32   softmax averaged over the last epochs (suggested labels)
+    candidates     (N, K) int64     each original's candidate labels, most likely first, never its
+                                    given label (-1 pads); with candidate_probs (N, K) float32,
+                                    both or neither (`dynacor.method.suggest`)
+    suggestion_source  text         what the candidates were read from ("early softmax, epochs 3-8")
+    late_probs     (N, C) float32   a softmax of the originals to take candidates from when a
+                                    recording has none (its early window was not known)
     clean_labels   (N,)   int64     ground truth, for metrics only
     estimate_rows  (R,)   int64     distinct originals whose early softmax was kept
     window_probs   (2, R, C) float32  their softmax averaged over the noise and the recall window
@@ -33,7 +38,7 @@ from dynacor.runs.store import json_default
 
 REQUIRED = ("margins", "pair", "labels", "given_labels")
 OPTIONAL_ARRAYS = ("prob_given", "late_probs", "clean_labels", "ids", "paths", "class_names", "estimate_rows",
-                   "window_probs")  # fmt: skip
+                   "window_probs", "candidates", "candidate_probs", "suggestion_source")  # fmt: skip
 JSON_FIELDS = ("classifier_epochs", "source")
 
 
@@ -52,13 +57,15 @@ def save_dynamics(path: str | Path, dynamics: Dynamics) -> Path:
     optional = {"prob_given": dynamics.prob_given_all, "late_probs": dynamics.late_probs,
                 "clean_labels": dynamics.clean_labels, "ids": dynamics.ids, "paths": dynamics.paths,
                 "class_names": dynamics.class_names, "estimate_rows": dynamics.estimate_rows,
-                "window_probs": dynamics.window_probs}  # fmt: skip
+                "window_probs": dynamics.window_probs, "candidates": dynamics.candidates,
+                "candidate_probs": dynamics.candidate_probs, "suggestion_source": dynamics.suggestion_source}  # fmt: skip
     for name, value in optional.items():
         if value is not None:
             arr = np.asarray(value)
             if arr.dtype == object:  # np.load refuses pickled arrays; text is stored as unicode
                 arr = arr.astype(str)
-            arrays[name] = arr.astype(np.float32) if name in ("prob_given", "late_probs", "window_probs") else arr
+            floats = ("prob_given", "late_probs", "window_probs", "candidate_probs")
+            arrays[name] = arr.astype(np.float32) if name in floats else arr
     arrays["classifier_epochs"] = np.array(json.dumps(dynamics.classifier_epochs, default=json_default))
     source = {k: v for k, v in dynamics.source.items() if k != "dynamics"}
     arrays["source"] = np.array(json.dumps(source, default=json_default))
@@ -115,6 +122,8 @@ def load_dynamics(path: str | Path) -> Dynamics:
         class_names=None if class_names is None else [str(c) for c in np.asarray(class_names).reshape(-1)],
         paths=fields.get("paths"), source={**source, "dynamics": str(path)}, classifier_epochs=epochs,
         estimate_rows=fields.get("estimate_rows"), window_probs=fields.get("window_probs"),
+        candidates=fields.get("candidates"), candidate_probs=fields.get("candidate_probs"),
+        suggestion_source=str(fields["suggestion_source"]) if "suggestion_source" in fields else None,
     )  # fmt: skip
     return _checked(dynamics, path)
 
@@ -160,8 +169,7 @@ def _from_run_dir(run_dir: Path) -> Dynamics:
 
     dynamics = Dynamics(
         margins_all=margins, copy_pair=pair, copy_labels=labels, given_labels=given,
-        late_probs=_suggestions_as_probs(column("suggested_label"), column("suggested_prob"), margins, pair, given,
-                                         labels, class_names),
+        **_saved_candidates(frame, given, (info.get("info") or {}).get("suggestion_source")),
         clean_labels=column("clean_label"), ids=column("id"), paths=column("path"),
         class_names=None if class_names is None else [str(c) for c in class_names],
         source={**(info.get("source") or {}), "dynamics": str(run_dir)}, classifier_epochs=epochs,
@@ -185,25 +193,23 @@ def _early_softmax(run_dir: Path) -> dict[str, np.ndarray]:
         raise CorruptError(f"{path}: must be a readable .npz archive, got {exc}") from None
 
 
-def _suggestions_as_probs(suggested, prob, margins, pair, given, copy_labels, class_names) -> np.ndarray | None:
-    """(N, C) rows whose argmax and maximum are the run's suggested label and its probability.
+def _saved_candidates(frame, given: np.ndarray, source: str | None) -> dict[str, Any]:
+    """The run's candidate labels from its samples table, so a re-run offers the same ones: the
+    candidate columns, or (a run from before they existed) its suggestion where it is not the
+    given label. None when the table has neither."""
+    from dynacor.method.suggest import SOURCE_SAVED, saved_candidates
+    from dynacor.runs.store import candidate_matrix
 
-    A run directory keeps only the suggestion, not the averaged softmax; these rows reproduce
-    exactly the suggested_label and suggested_prob columns in the new run (the remaining mass is
-    spread evenly, so it never exceeds the suggestion's: a maximum of a distribution is >= 1/C).
-    """
-    if suggested is None or prob is None:
-        return None
-    prob = np.asarray(prob, dtype=np.float64)
-    if not np.all(np.isfinite(prob)):
-        return None
-    c = len(class_names) if class_names is not None else int(max(np.max(given), np.max(copy_labels), np.max(suggested))) + 1
-    suggested = np.asarray(suggested, dtype=np.int64)
-    if suggested.min() < 0 or suggested.max() >= c or c < 2:
-        return None
-    rows = np.repeat(((1.0 - prob) / (c - 1))[:, None], c, axis=1)
-    rows[np.arange(len(suggested)), suggested] = prob
-    return rows.astype(np.float32)
+    if "candidates" in frame.columns:
+        candidates, probs = candidate_matrix(frame)
+        keep = max(1, int((candidates >= 0).sum(axis=0).astype(bool).sum()))  # widest row
+        return {"candidates": candidates[:, :keep], "candidate_probs": probs[:, :keep].astype(np.float32),
+                "suggestion_source": source or SOURCE_SAVED}  # fmt: skip
+    if "suggested_label" in frame.columns:
+        prob = frame["suggested_prob"].to_numpy() if "suggested_prob" in frame.columns else None
+        candidates, probs = saved_candidates(frame["suggested_label"].to_numpy(), prob, given)
+        return {"candidates": candidates, "candidate_probs": probs, "suggestion_source": SOURCE_SAVED}
+    return {}
 
 
 def _copies(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -240,6 +246,9 @@ def _checked(dynamics: Dynamics, where: Path) -> Dynamics:
         top = int(max(checked.given_labels.max(), checked.copy_labels.max()))
         if top >= c:
             raise InputError(where, "labels", f"class indices in [0, {c}) (one per class name)", f"max {top}")
+        if checked.candidates is not None and checked.candidates.max() >= c:
+            raise InputError(where, "candidates", f"class indices in [0, {c}) (one per class name)",
+                             f"max {checked.candidates.max()}")  # fmt: skip
         if checked.late_probs is not None and checked.late_probs.shape[1] != c:
             raise InputError(where, "late_probs", f"{c} columns (one per class name)", checked.late_probs.shape)
         if checked.window_probs is not None and checked.window_probs.shape[2] != c:

@@ -38,14 +38,16 @@ import torch
 from dynacor.errors import InputError
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.dynamics import logit_margin
-from dynacor.method.estimates import open_windows, window_means
+from dynacor.method.estimates import open_windows, window_epochs, window_means
 from dynacor.method.pipeline import (
     Dynamics,
     Result,
     detect,
     estimate_windows,
     recorded_estimate_rows,
+    suggestion_source,
 )
+from dynacor.method.suggest import SOURCE_EARLY, SOURCE_LATE, CandidateSums
 from dynacor.method.validate import check_config, check_dynamics
 
 WHERE = "Recorder"
@@ -79,8 +81,10 @@ class Recorder:
         `end_epoch` is called
     num_classes : C; None: taken from the first batch's logits
     device : where the per-epoch buffers live; None: the device of the first batch's logits
-    late_epochs : the suggested label averages the softmax over this many last epochs (as the
-        engine does); 0: no suggestions (the suggested label is the given one)
+    late_epochs : without ``num_epochs`` the early window of the candidate labels is unknown, so
+        they are read from the softmax averaged over this many last epochs instead (run.json
+        names the source); 0: no candidates then. With ``num_epochs`` the candidates come from
+        ``config.suggest_window`` (`dynacor.method.suggest`), as in the engine
     copy_pair, copy_labels, given_labels : (M,), (M,), (N,) int, the copies that were trained on
         (see `WithCopies`, or `Recorder.for_dataset`); needed by `dynamics`, `detect` and `save`
     class_names, ids, clean_labels, paths, source : carried into the result (clean labels only
@@ -161,6 +165,8 @@ class Recorder:
         self._estimate_rows: np.ndarray | None = None  # (R,) originals the estimates follow
         self._estimate_pos: torch.Tensor | None = None  # (S,) each row's place among them, R if none
         self._window_sums: np.ndarray | None = None  # (2, R, C) summed softmax per window
+        self._suggest: CandidateSums | None = None  # the candidate labels' early window, when known
+        self._suggest_window: tuple[int, int] | None = None
         self._epoch_started: float | None = None
         self._seen = 0
 
@@ -223,8 +229,10 @@ class Recorder:
             buffers["target"][indices] = targets
             buffers["loss"] -= own.sum()
             buffers["correct"] += (log_probs.argmax(dim=1) == targets).sum()
-            if "late" in buffers or "window" in buffers:
+            if "late" in buffers or "window" in buffers or "suggest" in buffers:
                 probs = log_probs.exp()
+                if "suggest" in buffers:
+                    self._suggest.add(indices, probs)  # copies land on its spare row: no mask, no sync
                 if "late" in buffers:
                     buffers["late"][indices] = probs
                 if "window" in buffers:
@@ -252,10 +260,14 @@ class Recorder:
             "loss": torch.zeros((), dtype=torch.float32, device=device),
             "correct": torch.zeros((), dtype=torch.int64, device=device),
         }
-        if self._is_late(self.num_recorded):
-            self._buffers["late"] = torch.zeros((s, self.num_classes), dtype=torch.float32, device=device)
         if self.num_recorded == 0:
             self._start_estimates(device)
+            self._start_suggestions(device)
+        if self._suggest is not None:
+            if self._suggest_window[0] <= self.num_recorded < self._suggest_window[1]:
+                self._buffers["suggest"] = self._buffers["correct"]  # a marker: this epoch is summed
+        elif self._is_late(self.num_recorded):
+            self._buffers["late"] = torch.zeros((s, self.num_classes), dtype=torch.float32, device=device)
         if self._open_windows(self.num_recorded):
             r = len(self._estimate_rows)
             self._buffers["window"] = torch.zeros((r + 1, self.num_classes), dtype=torch.float32, device=device)
@@ -272,6 +284,14 @@ class Recorder:
         position[torch.from_numpy(rows)] = torch.arange(len(rows))
         self._estimate_rows, self._estimate_pos = rows, position.to(device)
         self._window_sums = np.zeros((len(self.estimate_windows), len(rows), self.num_classes), dtype=np.float32)
+
+    def _start_suggestions(self, device: torch.device) -> None:
+        """With the epochs known, sum every original's softmax over the early window the candidate
+        labels are read from (`dynacor.method.suggest`); otherwise the late epochs' softmax is kept."""
+        if self.num_epochs is None or self.given_labels is None:
+            return
+        self._suggest_window = window_epochs(self.config.suggest_window, self.num_epochs)
+        self._suggest = CandidateSums(torch.from_numpy(self.given_labels), self.num_classes, device)
 
     def _open_windows(self, epoch: int) -> list[int]:
         """The windows (0 noise, 1 recall) that ``epoch`` (from 0) falls in, when estimates are kept."""
@@ -382,7 +402,15 @@ class Recorder:
                              "epoch: drop_last=False, one process)",
                              f"{int(holes[:, epoch - 1].sum())} samples missing in epoch {epoch}")  # fmt: skip
         window_probs = self.window_probs()
+        candidates = candidate_probs = source = None
+        if self._suggest is not None and self.num_recorded >= self._suggest_window[1]:
+            first, stop = self._suggest_window
+            candidates, candidate_probs = self._suggest.candidates(stop - first)
+            source = suggestion_source(SOURCE_EARLY, self._suggest_window)
+        elif self.late_probs() is not None:
+            source = f"{SOURCE_LATE}, the last {min(self.late_epochs, self.num_recorded)} epochs"
         dynamics = Dynamics(
+            candidates=candidates, candidate_probs=candidate_probs, suggestion_source=source,
             margins_all=margins, copy_pair=self.copy_pair, copy_labels=self.copy_labels,
             given_labels=self.given_labels, prob_given_all=np.stack(self._probs, axis=1),
             late_probs=self.late_probs(), clean_labels=_array(self.clean_labels), ids=_array(self.ids),
@@ -418,7 +446,7 @@ class Recorder:
         values = {**(config or self.config).to_dict(), **settings}
         if dynamics.window_probs is not None:
             recorded = self.config.to_dict()
-            values.update({name: recorded[name] for name in ("noise_window", "recall_window", "estimate_rows")})
+            values.update({name: recorded[name] for name in ("noise_window", "recall_window", "estimate_rows", "suggest_window")})
         config = recorded_config(dynamics, values, WHERE)
         self.result = detect(config, dynamics, on_event=on_event)
         return self.result

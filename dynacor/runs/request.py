@@ -78,7 +78,7 @@ def prepare(spec: SourceSpec, user: Mapping[str, Any] | None = None, file: str =
 
 # Settings of the classifier stage, which ran where the dynamics were recorded.
 CLASSIFIER_FIELDS = ("classifier", "epochs", "lr", "momentum", "weight_decay", "batch_size", "hidden",
-                     "schedule", "record", "late_epochs", "gamma", "noise")  # fmt: skip
+                     "schedule", "record", "suggest_window", "gamma", "noise")  # fmt: skip
 
 
 def recorded_config(dynamics: Dynamics, user: Mapping[str, Any] | None = None, file: str = "command line") -> DynaCorConfig:

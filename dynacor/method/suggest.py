@@ -1,0 +1,135 @@
+"""The label a reviewer is offered: the classes other than the given one that the classifier found
+most likely early in training, before it memorised the wrong labels (issue 22; BENCHMARKS.md
+"Suggestions").
+
+Late in training the head has learned each given label, wrong ones included, so its late softmax
+mostly names the given class back. Early on it still behaves like a held-out classifier: leaving
+out the given class, its most likely class is the true one for about three flagged errors in four
+on the dev file. The softmax is averaged over the ``suggest_window`` of epochs
+(`dynacor.method.config.DynaCorConfig`) for every original, and only the few most likely other
+classes are kept, so memory stays O(N x slots) at any number of classes.
+
+``N`` originals, ``C`` classes, ``K`` candidates (at most ``min(3, C - 1)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+NUM_CANDIDATES = 3
+# Classes kept per row while the window is summed, when C - 1 is larger: a class that falls out of
+# them and comes back restarts its sum. On 100 classes with noisy per-epoch softmax (tests) 16
+# slots give the dense top 3 exactly where 8 miss 6% of them; the merge costs B x 32 x 32 a batch.
+SLOTS = 16
+
+SOURCE_EARLY = "early softmax"
+SOURCE_LATE = "late softmax"
+SOURCE_SAVED = "saved suggestions"
+SOURCE_NONE = "none"
+
+
+def top_candidates(probs: np.ndarray, given: np.ndarray, k: int = NUM_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most likely classes of each row other than its given class.
+
+    Parameters
+    ----------
+    probs : (N, C) float, a softmax (or any non-negative score) per row
+    given : (N,) int64, the given labels
+    k : candidates per row (at most C - 1 are returned)
+
+    Returns
+    -------
+    candidates : (N, K) int64, most likely first, never the given label
+    candidate_probs : (N, K) float32, their values in ``probs``
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    n, c = probs.shape
+    k = min(k, c - 1)
+    masked = probs.copy()
+    masked[np.arange(n), np.asarray(given, dtype=np.int64)] = -np.inf
+    # argsort of the negated row, stable: equal probabilities keep class order
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    return order.astype(np.int64), np.take_along_axis(probs, order, axis=1).astype(np.float32)
+
+
+class CandidateSums:
+    """The softmax of N originals summed over the epochs of a window, for the classes other than
+    each row's given one, in O(N x slots) memory (dense, exact, when C - 1 <= ``slots``).
+
+    Parameters
+    ----------
+    given : (N,) int64 tensor of given labels, on ``device``
+    num_classes : C
+    device : where the sums live (the training device: adding never synchronises)
+    slots : classes kept per row when C - 1 > slots
+
+    Notes
+    -----
+    Call `add` with each batch while the window is open, then `candidates` with the number of
+    epochs summed. Each original must be added at most once per epoch. Rows >= N (copies) land
+    on a spare row and are dropped, so a batch needs no boolean mask (which would wait for a GPU).
+    """
+
+    def __init__(self, given: torch.Tensor, num_classes: int, device: torch.device, slots: int = SLOTS):
+        given = torch.as_tensor(given, dtype=torch.int64)
+        self.n = n = int(given.shape[0])
+        self.given = torch.cat([given, given.new_zeros(1)]).to(device)  # + the spare row
+        self.num_classes = int(num_classes)
+        n += 1
+        self.dense = num_classes - 1 <= slots
+        if self.dense:
+            self.sums = torch.zeros((n, num_classes), dtype=torch.float32, device=device)
+        else:
+            self.slots = slots
+            self.classes = torch.full((n, slots), -1, dtype=torch.int64, device=device)
+            self.sums = torch.zeros((n, slots), dtype=torch.float32, device=device)
+
+    def add(self, rows: torch.Tensor, probs: torch.Tensor) -> None:
+        """Add one batch: ``rows`` (B,) int64 training rows (>= N: a copy, dropped), ``probs`` (B, C)."""
+        rows = rows.to(self.given.device).clamp_max(self.n)
+        probs = probs.detach().float().to(self.given.device)
+        if self.dense:
+            self.sums[rows] += probs
+            return
+        # Leave out the given class, then merge the batch's top classes into the row's slots.
+        probs = probs.scatter(1, self.given[rows][:, None], 0.0)
+        new_sums, new_classes = probs.topk(self.slots, dim=1)
+        classes = torch.cat([self.classes[rows], new_classes], dim=1)  # (B, 2 slots)
+        sums = torch.cat([self.sums[rows], new_sums], dim=1)
+        same = classes[:, :, None] == classes[:, None, :]  # (B, 2 slots, 2 slots)
+        merged = (same * sums[:, None, :]).sum(dim=2)
+        earlier = torch.ones(same.shape[1:], dtype=torch.bool, device=same.device).tril(-1)
+        repeated = (same & earlier).any(dim=2)  # a class already counted at an earlier slot
+        merged = torch.where(repeated | (classes < 0), torch.full_like(merged, -1.0), merged)
+        kept_sums, at = merged.topk(self.slots, dim=1)
+        kept_classes = classes.gather(1, at)
+        self.classes[rows] = torch.where(kept_sums >= 0, kept_classes, torch.full_like(kept_classes, -1))
+        self.sums[rows] = kept_sums.clamp_min(0.0)
+
+    def candidates(self, epochs: int, k: int = NUM_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
+        """The window's averaged softmax as candidates: (N, K) int64 and (N, K) float32 (see
+        `top_candidates`); ``epochs`` is how many epochs were summed."""
+        scale = 1.0 / max(1, int(epochs))
+        given = self.given[: self.n].cpu().numpy()
+        if self.dense:
+            return top_candidates(self.sums[: self.n].cpu().numpy() * scale, given, k)
+        k = min(k, self.num_classes - 1)
+        sums = self.sums[: self.n].cpu().numpy() * scale
+        classes = self.classes[: self.n].cpu().numpy()
+        sums = np.where(classes < 0, -1.0, sums)  # an empty slot never outranks a class
+        order = np.argsort(-sums, axis=1, kind="stable")[:, :k]
+        return (np.take_along_axis(classes, order, axis=1).astype(np.int64),
+                np.take_along_axis(sums, order, axis=1).clip(0.0).astype(np.float32))  # fmt: skip
+
+
+def saved_candidates(suggested: np.ndarray, prob: np.ndarray | None, given: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One candidate per row from a saved suggestion (a run from before candidates were kept):
+    the suggestion where it is another class than the given one, else none (-1).
+
+    Returns (N, 1) int64 and (N, 1) float32 (NaN where unknown)."""
+    suggested = np.asarray(suggested, dtype=np.int64)
+    other = suggested != np.asarray(given, dtype=np.int64)
+    values = np.full(len(suggested), np.nan, dtype=np.float32) if prob is None else np.asarray(prob, dtype=np.float32)
+    return (np.where(other, suggested, -1)[:, None].astype(np.int64),
+            np.where(other, values, np.nan)[:, None].astype(np.float32))  # fmt: skip
