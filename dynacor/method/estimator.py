@@ -21,7 +21,9 @@ class DynaCorDetector:
     ----------------------
     flagged_ : (N,) bool, predicted noisy
     scores_ : (N,) float, q_noisy (higher = more likely noisy)
-    suggested_labels_ : (N,) int, the classifier's prediction
+    suggested_labels_ : (N,) int, the most likely class other than the given one, read early in
+        training (`dynacor.method.suggest`)
+    candidates_ : (N, K) int, the K most likely other classes, most likely first
     result_ : the full `dynacor.method.pipeline.Result`
     """
 
@@ -50,6 +52,7 @@ class DynaCorDetector:
         self.flagged_ = result.flagged
         self.scores_ = result.q_noisy
         self.suggested_labels_ = result.suggested_labels
+        self.candidates_ = result.candidates
         return self
 
     def fit_predict(self, X, y, **kwargs) -> np.ndarray:
