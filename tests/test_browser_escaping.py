@@ -239,6 +239,10 @@ def test_names_print_literally_and_fetch_nothing_in_a_browser(server):
         goto(page, url, "review?annotator=tester")
         page.locator("h4", has_text="id ").first.wait_for()
         check("the Review card", main_text(2), at_least=2)  # its given and suggested classes
+        page.get_by_label("Another class (type to search)").click()  # the class search's list
+        page.get_by_role("option").first.wait_for()
+        check("the Review card's class search", page.get_by_role("listbox").inner_text().replace(WORD_JOINER, ""), 2)
+        page.keyboard.press("Escape")
         shot(page, "escaping-review")
 
         goto(page, url, f"sample?run={RUN}&id={sample_id}")
@@ -249,6 +253,10 @@ def test_names_print_literally_and_fetch_nothing_in_a_browser(server):
         goto(page, url, "grid?annotator=tester")
         page.get_by_test_id("stCheckbox").first.wait_for()
         check("the Grid", main_text(2), at_least=2)  # "Keep <given>", "Accept <suggested>"
+        page.get_by_test_id("stMain").get_by_test_id("stSelectbox").first.click()  # the groups, "<given> -> <suggested>"
+        page.get_by_role("option").first.wait_for()
+        check("the Grid's groups", page.get_by_role("listbox").inner_text(), 2)
+        page.keyboard.press("Escape")
         shot(page, "escaping-grid")
 
         goto(page, url, "clusters")
