@@ -16,6 +16,7 @@ from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_r
 
 from dynacor import review
 from dynacor.errors import CorruptError, DynacorError, MissingError
+from dynacor.method.suggest import candidate_matrix
 from dynacor.review import candidates as card_classes
 from dynacor.review.store import ReviewStore, default_url
 from dynacor.runs import store as runstore
@@ -230,7 +231,7 @@ def explain(name: str):
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _candidates(path: str, mtime_key: int):
     frame = runstore.load_samples(path)
-    cands, probs = card_classes.candidate_table(frame, *runstore.candidate_matrix(frame, card_classes.WIDTH))
+    cands, probs = card_classes.candidate_table(frame, *candidate_matrix(frame, card_classes.WIDTH))
     return cands, probs, card_classes.suggestion_order(frame)
 
 

@@ -11,7 +11,7 @@ import torch
 from dynacor import DynaCorConfig, FeatureSet, run
 from dynacor.errors import InputError
 from dynacor.method.pipeline import Dynamics, detect
-from dynacor.method.suggest import CandidateSums, top_candidates
+from dynacor.method.suggest import CandidateSums, candidate_matrix, top_candidates
 from dynacor.record import load_dynamics, save_dynamics
 from dynacor.runs import store as runstore
 from tests.conftest import make_blobs
@@ -78,7 +78,7 @@ def test_a_run_suggests_another_class_for_every_sample_and_mostly_the_true_one(t
     assert list(parquet["candidates"].iloc[0]) == result.candidates[0].tolist()
     assert csv["candidates"].iloc[0] == " ".join(str(c) for c in result.candidates[0])
     for frame in (parquet, csv):
-        candidates, probs = runstore.candidate_matrix(frame)
+        candidates, probs = candidate_matrix(frame)
         assert np.array_equal(candidates, result.candidates)
         np.testing.assert_allclose(probs, result.candidate_probs, atol=1e-6)
     assert runstore.read_run(run_dir)["info"]["suggestion_source"] == result.info["suggestion_source"]

@@ -133,3 +133,40 @@ def saved_candidates(suggested: np.ndarray, prob: np.ndarray | None, given: np.n
     values = np.full(len(suggested), np.nan, dtype=np.float32) if prob is None else np.asarray(prob, dtype=np.float32)
     return (np.where(other, suggested, -1)[:, None].astype(np.int64),
             np.where(other, values, np.nan)[:, None].astype(np.float32))  # fmt: skip
+
+
+def candidate_matrix(frame, width: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate classes of each row of a samples table, as fixed-width arrays.
+
+    Reads the ``candidates`` / ``candidate_probs`` columns in either form (Parquet lists, or
+    the CSV's space-separated text); a table without them (a run from before they existed, or
+    a baseline without probabilities) gives no candidates.
+
+    Returns
+    -------
+    candidates : (N, width) int64, most likely first, -1 where a row has fewer
+    probs : (N, width) float64, their probabilities, NaN where a row has fewer or none recorded
+    """
+    n = len(frame)
+    candidates = np.full((n, width), -1, dtype=np.int64)
+    probs = np.full((n, width), np.nan, dtype=np.float64)
+    if "candidates" not in frame.columns:
+        return candidates, probs
+    prob_column = frame["candidate_probs"] if "candidate_probs" in frame.columns else [None] * n
+    for row, (cell, prob_cell) in enumerate(zip(frame["candidates"], prob_column, strict=True)):
+        classes = [int(float(v)) for v in cells_of(cell)][:width]
+        candidates[row, : len(classes)] = classes
+        values = [float(v) for v in cells_of(prob_cell)][: len(classes)]
+        probs[row, : len(values)] = values
+    return candidates, probs
+
+
+def cells_of(cell) -> list:
+    """One cell of a list column: a list/array (Parquet), space-separated text (CSV), or missing."""
+    if cell is None:
+        return []
+    if isinstance(cell, str):
+        return cell.split()
+    if isinstance(cell, float) and np.isnan(cell):
+        return []
+    return list(cell)

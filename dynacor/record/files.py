@@ -197,8 +197,7 @@ def _saved_candidates(frame, given: np.ndarray, source: str | None) -> dict[str,
     """The run's candidate labels from its samples table, so a re-run offers the same ones: the
     candidate columns, or (a run from before they existed) its suggestion where it is not the
     given label. None when the table has neither."""
-    from dynacor.method.suggest import SOURCE_SAVED, saved_candidates
-    from dynacor.runs.store import candidate_matrix
+    from dynacor.method.suggest import SOURCE_SAVED, candidate_matrix, saved_candidates
 
     if "candidates" in frame.columns:
         candidates, probs = candidate_matrix(frame)

@@ -3,7 +3,7 @@ choice among them records.
 
 A run's samples table carries, per sample, up to three candidate classes other than the given one
 (``candidates``, most likely first; ``candidates[0]`` is ``suggested_label``) with their
-probabilities. ``dynacor.runs.store.candidate_matrix`` reads them as fixed-width arrays; the pages
+probabilities. ``dynacor.method.suggest.candidate_matrix`` reads them as fixed-width arrays; the pages
 pass those arrays in here (the review package does not read run files). Runs written before the
 candidates existed have only ``suggested_label``: it is then the only candidate, unless it is the
 given label (older engines could suggest the given class) or -1 (no probabilities recorded).

@@ -37,6 +37,7 @@ import numpy as np
 
 from dynacor import atomic
 from dynacor.errors import CorruptError, InputError, MissingError, RunExistsError
+from dynacor.method.suggest import cells_of
 
 STATUS_FILE = "status.json"
 # The early softmax of the self-estimates is kept in a run up to 2**24 elements (32 MiB in float16:
@@ -262,45 +263,8 @@ def csv_frame(frame):
     frame = frame.copy()
     for name in present:
         fmt = (lambda v: f"{float(v):.6g}") if name == "candidate_probs" else (lambda v: str(int(v)))
-        frame[name] = [" ".join(fmt(v) for v in _as_list(cell)) for cell in frame[name]]
+        frame[name] = [" ".join(fmt(v) for v in cells_of(cell)) for cell in frame[name]]
     return frame
-
-
-def candidate_matrix(frame, width: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """The candidate classes of each row of a samples table, as fixed-width arrays.
-
-    Reads the ``candidates`` / ``candidate_probs`` columns in either form (Parquet lists, or
-    the CSV's space-separated text); a table without them (a run from before they existed, or
-    a baseline without probabilities) gives no candidates.
-
-    Returns
-    -------
-    candidates : (N, width) int64, most likely first, -1 where a row has fewer
-    probs : (N, width) float64, their probabilities, NaN where a row has fewer or none recorded
-    """
-    n = len(frame)
-    candidates = np.full((n, width), -1, dtype=np.int64)
-    probs = np.full((n, width), np.nan, dtype=np.float64)
-    if "candidates" not in frame.columns:
-        return candidates, probs
-    prob_column = frame["candidate_probs"] if "candidate_probs" in frame.columns else [None] * n
-    for row, (cell, prob_cell) in enumerate(zip(frame["candidates"], prob_column, strict=True)):
-        classes = [int(float(v)) for v in _as_list(cell)][:width]
-        candidates[row, : len(classes)] = classes
-        values = [float(v) for v in _as_list(prob_cell)][: len(classes)]
-        probs[row, : len(values)] = values
-    return candidates, probs
-
-
-def _as_list(cell) -> list:
-    """One cell of a list column: a list/array (Parquet), space-separated text (CSV), or missing."""
-    if cell is None:
-        return []
-    if isinstance(cell, str):
-        return cell.split()
-    if isinstance(cell, float) and np.isnan(cell):
-        return []
-    return list(cell)
 
 
 def _mark_finished(run_dir: Path) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from dynacor.errors import InputError
+from dynacor.method.suggest import candidate_matrix
 from dynacor.review.export import class_names_of
-from dynacor.runs.store import candidate_matrix
 
 # How many candidate classes the exports carry (the run records up to three).
 CANDIDATES = 3
