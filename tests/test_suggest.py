@@ -10,8 +10,9 @@ import torch
 
 from dynacor import DynaCorConfig, FeatureSet, run
 from dynacor.errors import InputError
+from dynacor.method.knn import neighbours_of
 from dynacor.method.pipeline import Dynamics, detect
-from dynacor.method.suggest import CandidateSums, candidate_matrix, top_candidates
+from dynacor.method.suggest import CandidateSums, candidate_matrix, top_candidates, with_votes
 from dynacor.record import load_dynamics, save_dynamics
 from dynacor.runs import store as runstore
 from tests.conftest import make_blobs
@@ -65,7 +66,8 @@ def test_a_run_suggests_another_class_for_every_sample_and_mostly_the_true_one(t
     assert result.candidates.shape == (400, 3)
     assert not (result.candidates == given[:, None]).any()  # no row ever offers its given label
     assert np.array_equal(result.suggested_labels, result.candidates[:, 0])
-    assert result.info["suggestion_source"] == "early softmax, epochs 2-2"  # (0.07, 0.27) of 8 epochs
+    # (0.07, 0.27) of 8 epochs; the flagged rows' candidates also weigh their neighbours' labels
+    assert result.info["suggestion_source"] == "early softmax, epochs 2-2, with the votes of 20 unflagged neighbours"
     errors = given != clean
     # Blobs are easy: for the wrong labels the early softmax names the true class.
     assert (result.suggested_labels[errors] == clean[errors]).mean() > 0.8
@@ -82,6 +84,30 @@ def test_a_run_suggests_another_class_for_every_sample_and_mostly_the_true_one(t
         assert np.array_equal(candidates, result.candidates)
         np.testing.assert_allclose(probs, result.candidate_probs, atol=1e-6)
     assert runstore.read_run(run_dir)["info"]["suggestion_source"] == result.info["suggestion_source"]
+
+
+def test_neighbours_votes_reorder_the_candidates_and_never_offer_the_given_label():
+    candidates = np.array([[1, 2, 3], [0, 2, -1]])
+    probs = np.array([[0.30, 0.25, 0.05], [0.4, 0.1, np.nan]], dtype=np.float32)
+    votes = np.array([[0.0, 0.1, 0.5, 0.0, 0.4], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    chosen, early = with_votes(candidates, probs, np.array([0, 3]), votes, weight=0.25)
+    # row 0: 1 -> 0.325, 2 -> 0.375, 3 -> 0.05, 4 -> 0.1 (only the neighbours name it)
+    assert chosen[0].tolist() == [2, 1, 4] and early[0].tolist() == pytest.approx([0.25, 0.30, 0.0])
+    # row 1: class 4 from the votes alone outranks 2; the given class 3 never appears
+    assert chosen[1].tolist() == [0, 4, 2]
+
+
+def test_neighbours_can_be_kept_to_a_subset():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    among = np.zeros(50, dtype=bool)
+    among[::3] = True
+    near = neighbours_of(x, np.array([0, 1, 2]), 5, among=among)
+    assert among[near].all() and (near[0] != 0).all()
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = xn[1] @ xn.T
+    sim[~among] = -np.inf
+    assert near[1].tolist() == np.argsort(-sim)[:5].tolist()
 
 
 def recorded_dynamics(**fields) -> Dynamics:

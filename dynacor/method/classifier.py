@@ -15,7 +15,7 @@ from dynacor.errors import Cancelled
 from dynacor.method.dynamics import logit_margin
 from dynacor.method.estimates import open_windows, window_means
 from dynacor.method.nets import make_sgd, mlp_head
-from dynacor.method.suggest import CandidateSums
+from dynacor.method.suggest import WIDE, CandidateSums
 
 
 @dataclass
@@ -26,8 +26,9 @@ class HeadDynamics:
     ----------
     margins : (S, E) float32, logit margin of each sample (originals then copies) for its own label
     prob_given : (S, E) float32, softmax probability of its own label
-    candidates : (N, K) int64 or None, each original's most likely classes other than its given
-        one in the softmax averaged over ``suggest_window`` (`dynacor.method.suggest`)
+    candidates : (N, K) int64 or None, each original's K = min(C - 1, `WIDE`) most likely classes
+        other than its given one in the softmax averaged over ``suggest_window``
+        (`dynacor.method.suggest`; the run keeps the top 3 once neighbours have voted)
     candidate_probs : (N, K) float32 or None, their averaged probabilities
     epochs : one dict per epoch: loss, accuracy, test accuracy when a test split exists, seconds
     predicted : (T, C) float32 or None, softmax of the trained head on `train_head`'s ``predict``
@@ -239,7 +240,7 @@ def train_head(
 
     candidates = candidate_probs = None
     if suggest is not None:
-        candidates, candidate_probs = suggest.candidates(min(epochs, suggest_window[1]) - suggest_window[0])
+        candidates, candidate_probs = suggest.candidates(min(epochs, suggest_window[1]) - suggest_window[0], WIDE)
     window_probs = None
     if windows:
         window_probs = window_means(window_sums.cpu().numpy(), windows)

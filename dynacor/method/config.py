@@ -57,6 +57,11 @@ class DynaCorConfig:
     # softmax averaged over this early window of training (fractions of the epochs), before the
     # classifier memorises the wrong labels. Chosen on the tuning half (BENCHMARKS.md "Suggestions").
     suggest_window: tuple[float, float] = (0.07, 0.27)
+    # Where features exist, a flagged sample's candidates also weigh the labels of its nearest
+    # unflagged originals (cosine): score = early probability + weight x share of their votes.
+    # For the flagged samples the reviewer starts from (`explain_limit`); 0 neighbours: off.
+    suggest_neighbours: int = 20
+    suggest_vote_weight: float = 0.25
 
     # 3-4. Encoder and clustering.
     encoder_epochs: int = 10

@@ -58,13 +58,15 @@ def nearest_neighbours(
 
 
 def neighbours_of(
-    x: np.ndarray, rows: np.ndarray, k: int, metric: str = "cosine", block: int = 1024, db_block: int = 16384
+    x: np.ndarray, rows: np.ndarray, k: int, metric: str = "cosine", block: int = 1024, db_block: int = 16384,
+    among: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``k`` nearest neighbours among all rows of ``x`` of the rows listed in ``rows``, each
     itself excluded, nearest first: what a reviewer is shown beside a flagged sample.
 
     ``x`` is read ``db_block`` rows at a time (a float16 memory map of a million rows is never
-    converted whole); a running top-k per query row merges the blocks.
+    converted whole); a running top-k per query row merges the blocks. ``among`` (N,) bool keeps
+    the neighbours to the rows where it is True (at least ``k`` of them).
 
     x (N, D), rows (R,) int -> (R, k) int64 indices into ``x``.
     """
@@ -72,8 +74,9 @@ def neighbours_of(
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
     rows = np.asarray(rows, dtype=np.int64)
     n = int(x.shape[0])
-    k = min(k, n - 1)
+    k = min(k, n - 1 if among is None else int(np.sum(among)) - 1)
     out = np.empty((len(rows), k), dtype=np.int64)
+    excluded = None if among is None else torch.from_numpy(~np.asarray(among, dtype=bool))
     if len(rows) == 0 or k <= 0:
         return out
 
@@ -97,6 +100,8 @@ def neighbours_of(
                 local = torch.from_numpy(chunk - db_start)
                 inside = (local >= 0) & (local < data.shape[0])
                 score[torch.nonzero(inside).flatten(), local[inside]] = float("inf")
+                if excluded is not None:
+                    score[:, excluded[db_start : db_start + data.shape[0]]] = float("inf")
                 # The block's own top k first: merging then touches (R, 2k), not (R, block).
                 block_score, block_index = torch.topk(score, min(k, score.shape[1]), dim=1, largest=False, sorted=True)
                 merged_score = torch.cat([best_score, block_score], dim=1)

@@ -30,10 +30,17 @@ from dynacor.method.estimates import (
     window_epochs,
 )
 from dynacor.method.featureset import FeatureSet
-from dynacor.method.knn import neighbours_of
+from dynacor.method.knn import label_votes, neighbours_of
 from dynacor.method.metrics import detection_metrics
 from dynacor.method.noise import noise_rate, synthetic_labels
-from dynacor.method.suggest import SOURCE_EARLY, SOURCE_LATE, SOURCE_NONE, top_candidates
+from dynacor.method.suggest import (
+    NUM_CANDIDATES,
+    SOURCE_EARLY,
+    SOURCE_LATE,
+    SOURCE_NONE,
+    top_candidates,
+    with_votes,
+)
 from dynacor.method.validate import check_config, check_dynamics, check_featureset
 
 EventHandler = Callable[[dict], None]
@@ -241,16 +248,44 @@ def run(
     info = {"num_classes": num_classes, "num_epochs": config.epochs, "realised_noise_rate": realised,
             "device": str(device), "threads": threads}  # fmt: skip
     result = _detect(config, dynamics, emit, stop_check, device, timings, started_total, info, estimate_rng)
-    if config.explain_neighbours > 0 and config.classifier == "mlp":
-        # What the reviewer sees beside a flagged sample: its neighbours and their given labels.
+    if config.classifier == "mlp" and (config.explain_neighbours > 0 or config.suggest_neighbours > 0):
         started = time.perf_counter()
         rows = np.flatnonzero(result.flagged)
         rows = np.sort(rows[np.argsort(-result.q_noisy[rows], kind="stable")[: config.explain_limit]])
-        result.neighbour_rows = rows
-        result.neighbours = neighbours_of(data.features, rows, config.explain_neighbours)
+        if config.explain_neighbours > 0:
+            # What the reviewer sees beside a flagged sample: its neighbours and their given labels.
+            result.neighbour_rows = rows
+            result.neighbours = neighbours_of(data.features, rows, config.explain_neighbours)
+        if config.suggest_neighbours > 0 and result.info["suggestion_source"] != SOURCE_NONE:
+            _vote_candidates(result, data.features, rows, config)
         result.timings["neighbours"] = time.perf_counter() - started
         result.timings["total"] = time.perf_counter() - started_total
+    _keep_candidates(result)
     return result
+
+
+def _vote_candidates(result: Result, features: np.ndarray, rows: np.ndarray, config: DynaCorConfig) -> None:
+    """Weigh the votes of each flagged row's nearest unflagged originals into its candidates
+    (`dynacor.method.suggest.with_votes`); the other rows keep the early softmax's."""
+    unflagged = ~result.flagged
+    if len(rows) == 0 or unflagged.sum() <= config.suggest_neighbours:
+        return
+    near = neighbours_of(features, rows, config.suggest_neighbours, among=unflagged)
+    num_classes = result.info["num_classes"]
+    votes = label_votes(near, result.given_labels, num_classes)
+    chosen, probs = with_votes(result.candidates[rows], result.candidate_probs[rows], result.given_labels[rows],
+                               votes, config.suggest_vote_weight)  # fmt: skip
+    width = chosen.shape[1]
+    result.candidates[rows, :width], result.candidate_probs[rows, :width] = chosen, probs
+    result.info["suggestion_source"] += f", with the votes of {config.suggest_neighbours} unflagged neighbours"
+
+
+def _keep_candidates(result: Result) -> None:
+    """The top `NUM_CANDIDATES` of the candidates a run worked with; the first is the suggestion."""
+    result.candidates = np.ascontiguousarray(result.candidates[:, :NUM_CANDIDATES])
+    result.candidate_probs = np.ascontiguousarray(result.candidate_probs[:, :NUM_CANDIDATES])
+    result.suggested_labels = result.candidates[:, 0].copy()
+    result.suggested_prob = result.candidate_probs[:, 0].copy()
 
 
 @dataclass
@@ -323,8 +358,10 @@ def detect(
     realised = noise_rate(given, clean) if clean is not None else None
     info = {"num_epochs": int(dynamics.margins_all.shape[1]), "realised_noise_rate": realised,
             "device": str(device), "threads": threads}  # fmt: skip
-    return _detect(config, dynamics, emit, lambda: should_stop is not None and should_stop(), device, {},
-                   time.perf_counter(), info, np.random.default_rng(_seed_streams(config.seed)[4]))  # fmt: skip
+    result = _detect(config, dynamics, emit, lambda: should_stop is not None and should_stop(), device, {},
+                     time.perf_counter(), info, np.random.default_rng(_seed_streams(config.seed)[4]))  # fmt: skip
+    _keep_candidates(result)
+    return result
 
 
 def cut_warnings(flagged: np.ndarray, estimates: dict | None, precision_floor: float) -> list[str]:

@@ -24,7 +24,7 @@ from dynacor.errors import Cancelled, InputError
 from dynacor.method.dynamics import logit_margin
 from dynacor.method.estimates import open_windows, window_means
 from dynacor.method.nets import SCHEDULES, init_parameters, make_sgd
-from dynacor.method.suggest import CandidateSums
+from dynacor.method.suggest import WIDE, CandidateSums
 
 ARCHS = ("cnn", "resnet18", "resnet34")
 
@@ -296,7 +296,7 @@ def train_scratch(
 
     candidates = candidate_probs = None
     if suggest is not None:
-        candidates, candidate_probs = suggest.candidates(min(epochs, suggest_window[1]) - suggest_window[0])
+        candidates, candidate_probs = suggest.candidates(min(epochs, suggest_window[1]) - suggest_window[0], WIDE)
     return ScratchResult(
         margins=margins,
         prob_given=prob_given,

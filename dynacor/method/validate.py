@@ -49,6 +49,9 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
     need(isinstance(config.explain_neighbours, int) and not isinstance(config.explain_neighbours, bool)
          and config.explain_neighbours >= 0, "explain_neighbours", "an integer >= 0")  # fmt: skip
     positive_int("restarts")
+    need(isinstance(config.suggest_neighbours, int) and not isinstance(config.suggest_neighbours, bool)
+         and config.suggest_neighbours >= 0, "suggest_neighbours", "an integer >= 0")  # fmt: skip
+    non_negative("suggest_vote_weight")
     for name in ("momentum", "weight_decay", "encoder_weight_decay", "alpha"):
         non_negative(name)
     need(isinstance(config.seed, int) and not isinstance(config.seed, bool) and config.seed >= 0, "seed", "an integer >= 0")
