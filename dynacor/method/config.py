@@ -1,7 +1,7 @@
 """Every default of a detection run lives here, and is saved with each run.
 
 The defaults are the ones that meet the project's quality and speed goals on the dev benchmark
-(see BENCHMARKS.md); where they differ from the paper (METHOD.md), the field's comment says why.
+(see docs/benchmarks.md); where they differ from the paper (METHOD.md), the field's comment says why.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class DynaCorConfig:
     record: str = "train"
     # The reviewer's candidate labels (dynacor.method.suggest): the most likely other classes in the
     # softmax averaged over this early window of training (fractions of the epochs), before the
-    # classifier memorises the wrong labels. Chosen on the tuning half (BENCHMARKS.md "Suggestions").
+    # classifier memorises the wrong labels. Chosen on the tuning half (docs/benchmarks.md "Suggestions").
     suggest_window: tuple[float, float] = (0.07, 0.27)
     # Where features exist, a flagged sample's candidates also weigh the labels of its nearest
     # unflagged originals (cosine): score = early probability + weight x share of their votes.
@@ -71,7 +71,7 @@ class DynaCorConfig:
     rep_dim: int = 512
     alpha: float = 0.5
     signal: str = "sign"  # what the encoder reads: sign of the margin (paper), raw margin, probability
-    # Ours, not the paper's (README "How this implementation follows the paper"): closed-form
+    # Ours, not the paper's (docs/method.md): closed-form
     # centroid updates after the paper's initialisation, and several encoder initialisations of
     # which the one with the largest validation metric is kept. 0 and 1 give the paper exactly.
     refine_steps: int = 20
@@ -92,9 +92,9 @@ class DynaCorConfig:
     # on 2 cores); a reviewer starts from the top of the queue.
     explain_limit: int = 5000
 
-    # 7. Self-estimates of the noise rate, precision and recall (docs/ESTIMATES.md): read the
+    # 7. Self-estimates of the noise rate, precision and recall (docs/estimates.md): read the
     # classifier's softmax over early windows of training (fractions of the epochs), before it
-    # memorises the wrong labels. Windows chosen on the tuning half of the dev file (BENCHMARKS.md).
+    # memorises the wrong labels. Windows chosen on the tuning half of the dev file (docs/benchmarks.md).
     estimate_rows: int = 100_000  # originals the estimates read (a random subset above this; 0: none)
     noise_window: tuple[float, float] = (0.07, 0.27)  # epochs 2-7 of 30
     recall_window: tuple[float, float] = (0.0, 0.17)  # epochs 0-4 of 30
@@ -104,7 +104,7 @@ class DynaCorConfig:
     estimate_margin: float = 0.08
     # Below this estimated precision at the cut the run warns: either most flags are false alarms or
     # the classifier learned the wrong labels before the windows (many near-duplicates sharing a
-    # wrong label: docs/ESTIMATES.md). The dev settings and annotators estimate 37-93%; the 1M
+    # wrong label: docs/estimates.md). The dev settings and annotators estimate 37-93%; the 1M
     # synthetic scale rows 4%.
     estimate_precision_floor: float = 0.25
 

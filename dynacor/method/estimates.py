@@ -1,5 +1,5 @@
 """How good is the flag list, without ground truth: noise rate, precision and recall, each with an
-interval, and the estimated precision-recall curve of the score (derivation: docs/ESTIMATES.md).
+interval, and the estimated precision-recall curve of the score (derivation: docs/estimates.md).
 
 Both estimates read the classifier's softmax over an early window of epochs, before it has
 memorised the wrong labels, so its predictions there behave like held-out ones:
@@ -167,7 +167,7 @@ def quality_at_cut(
     threshold : the cut; rng : draws the resamples
     confidence : of the percentile interval
     margin : added on both sides: the systematic error the estimates showed on the tuning half of
-        the dev benchmark (BENCHMARKS.md), which resampling cannot see
+        the dev benchmark (docs/benchmarks.md), which resampling cannot see
 
     Returns
     -------
@@ -273,7 +273,7 @@ def low_precision_warning(estimates: dict, floor: float) -> str | None:
 
     Either most flags are false alarms, or the estimates missed the errors: a classifier that
     learns the wrong labels before the early windows (near-duplicates repeating a wrong label)
-    makes the noise rate, and the precision with it, come out near zero (docs/ESTIMATES.md).
+    makes the noise rate, and the precision with it, come out near zero (docs/estimates.md).
 
     Parameters
     ----------
@@ -291,4 +291,4 @@ def low_precision_warning(estimates: dict, floor: float) -> str | None:
     return (f"the self-estimates put the flags' precision at {100 * precision:.0f}% (noise rate {100 * eta:.0f}%): "
             "either most flags are false alarms, or the classifier learned the wrong labels before the estimates' "
             "window (many near-duplicates sharing a wrong label do this) and the estimates undercount them; "
-            "see docs/ESTIMATES.md, 'Repeated wrong labels'")  # fmt: skip
+            "see docs/estimates.md, 'Repeated wrong labels'")  # fmt: skip

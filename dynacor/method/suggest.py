@@ -1,5 +1,5 @@
 """The label a reviewer is offered: the classes other than the given one that the classifier found
-most likely early in training, before it memorised the wrong labels (issue 22; BENCHMARKS.md
+most likely early in training, before it memorised the wrong labels (issue 22; docs/benchmarks.md
 "Suggestions").
 
 Late in training the head has learned each given label, wrong ones included, so its late softmax
@@ -131,7 +131,7 @@ def with_votes(candidates: np.ndarray, probs: np.ndarray, given: np.ndarray, vot
 
     A sample's nearest unflagged neighbours in feature space mostly carry its true class; their
     votes, weighed in lightly, mend some of the early classifier's confusions (tuning half:
-    +1.1 points top 1, +1.0 top 3; BENCHMARKS.md "Suggestions").
+    +1.1 points top 1, +1.0 top 3; docs/benchmarks.md "Suggestions").
 
     Parameters
     ----------
