@@ -10,11 +10,13 @@ import json
 import streamlit as st
 
 from dynacor import review
-from dynacor.cli.detect import rerun_request
-from dynacor.cli.export import CONFIG_FILE, TASKS_FILE, ReviewedRun, image_files, run_points
 from dynacor.errors import InputError, MissingError
 from dynacor.review import exports
+from dynacor.review.exports import CONFIG_FILE, TASKS_FILE
+from dynacor.review.reviewed import ReviewedRun, image_files, relabel_request
 from dynacor.runs import store as runstore
+from dynacor.runs.request import reads_now, rerun_of
+from dynacor.runs.umap_map import run_points
 from pages._auth import current, require
 from pages._common import (
     audit_cards,
@@ -125,6 +127,16 @@ with t3:
                 f"--type fiftyone.types.FiftyOneDataset\nfiftyone app launch dynacor-{name}", language="bash")  # fmt: skip
 
 st.subheader("Close the loop")
+
+
+def rerun_on_review(name: str):
+    """The run of the same data with the labels the review decided, as of the click."""
+    request = rerun_of(run_dir(name), file="Export page")
+    samples, run_id, info = runstore.read_finished(run_dir(name))
+    relabel_request(request, ReviewedRun.of(run_dir(name), run_id, samples, info, review_store()), read_now=reads_now(request))
+    return request
+
+
 can_start = current().can("start")
 spec_known = bool((runstore.read_config(run_dir(name)).get("source") or {}).get("spec"))
 st.caption("A new run of the same data with the labels this review decided (accepted and relabelled "
@@ -132,7 +144,7 @@ st.caption("A new run of the same data with the labels this review decided (acce
            "missed shows up there. The same as `dynacor detect ... --labels-from-review RUN_DIR`.")  # fmt: skip
 if st.button("Re-run on the cleaned labels", key="rerun_cleaned", disabled=not (can_start and spec_known),
              help=None if spec_known else "Runs from recorded dynamics cannot be re-run here."):  # fmt: skip
-    start_run(lambda: rerun_request(run_dir(name), review_db=None, file="Export page"), "reviewed")
+    start_run(lambda: rerun_on_review(name), "reviewed")
 
 st.subheader("Decisions per class")
 summary = review.summary_per_class(export)

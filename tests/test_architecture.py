@@ -3,6 +3,7 @@ imports without the app's packages."""
 
 from __future__ import annotations
 
+import ast
 import pkgutil
 import shutil
 import subprocess
@@ -62,3 +63,33 @@ def test_engine_imports_without_streamlit_plotly_or_umap():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every module ``source`` imports (``import a.b``; ``from a.b import c``: ``a.b`` and
+    ``a.b.c``), wherever the statement stands (module level, in a function, under a condition)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def cli_imports(source: str) -> list[str]:
+    return sorted(n for n in imported_modules(source) if n == "dynacor.cli" or n.startswith("dynacor.cli."))
+
+
+def test_the_app_sits_beside_the_cli_not_above_it():
+    """The app (app.py and pages/) and the CLI are two front ends of the same engine: no page
+    imports `dynacor.cli`; what both need lives below it (`dynacor.runs`, `dynacor.review`)."""
+    files = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
+    assert len(files) > 5
+    offending = {str(p.relative_to(ROOT)): cli_imports(p.read_text(encoding="utf-8")) for p in files}
+    assert not {p: names for p, names in offending.items() if names}
+    # The check sees such imports in every form.
+    probe = "import dynacor.cli.main\nfrom dynacor import cli\ndef f():\n    from dynacor.cli.detect import x\n"
+    assert cli_imports(probe) == ["dynacor.cli", "dynacor.cli.detect", "dynacor.cli.detect.x", "dynacor.cli.main"]

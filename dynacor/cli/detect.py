@@ -1,4 +1,4 @@
-"""``dynacor detect``: one run written into a run directory (the contract in README.md)."""
+"""``dynacor detect``: one run written into a run directory (the contract in docs/outputs.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from dynacor.cli.options import recorded_flags, settings_file, source_spec, user_settings
 from dynacor.errors import CorruptError, InputError, MissingError, RunExistsError
 from dynacor.runs import store as runstore
-from dynacor.runs.request import Prepared, prepare, prepare_recorded
+from dynacor.runs.request import Prepared, prepare, prepare_recorded, reads_now
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 INPUT_ERRORS = {cls.__name__ for cls in (InputError, MissingError, CorruptError, RunExistsError)}
@@ -91,60 +91,17 @@ def prepare_dynamics(args: argparse.Namespace) -> Prepared:
 
 def relabel_from_review(args: argparse.Namespace, request: Prepared) -> None:
     """``--labels-from-review RUN_DIR``: the request's data gets the labels the review of RUN_DIR
-    decided (see `relabel_request`)."""
+    decided (`dynacor.review.reviewed.relabel_request`)."""
+    from dynacor.cli.export import load_reviewed_run
+    from dynacor.review.reviewed import relabel_request
+
     if getattr(args, "dynamics", None):
         raise InputError("command line", "--labels-from-review", "used with a data source, not --dynamics "
                          "(recorded dynamics were trained on their own labels)", "--dynamics")  # fmt: skip
     if request.config.noise is not None:
         raise InputError("command line", "--noise", "unset with --labels-from-review (the review's labels are the "
                          "labels to judge)", repr(request.config.noise))  # fmt: skip
-    relabel_request(request, args.labels_from_review, args.review_db, read_now=bool(getattr(args, "features", None)))
-
-
-def relabel_request(request: Prepared, reviewed: str | Path, review_db: str | None = None, read_now: bool = False) -> None:
-    """Give ``request``'s data the labels the review of the run ``reviewed`` decided
-    (`dynacor.review.relabel.apply_review`: accepted and relabelled classes, removed samples left
-    out). ``read_now``: the data is already read (a feature file), so ids that do not match raise
-    here and nothing is written; image sources are relabelled when the worker has read them."""
-    from dynacor.cli.export import load_reviewed_run
-    from dynacor.review.export import final_labels
-    from dynacor.review.relabel import apply_review
-
-    run = load_reviewed_run(reviewed, review_db)
-    final = final_labels(run.samples, run.latest)
-    where = str(reviewed)
-    inner = request.loader
-
-    recorded = {"run": where, "run_id": run.run_id, "decisions": int(len(run.latest))}
-
-    def loader(on_event, should_stop):  # noqa: ANN001, ANN202
-        data, counts = apply_review(inner(on_event, should_stop), final, where)
-        data.source["labels_from_review"] = {**recorded, **counts}
-        return data
-
-    if read_now:
-        data = loader(lambda event: None, lambda: False)
-        request.loader = lambda on_event, should_stop: data
-    else:
-        request.loader = loader
-    request.source["labels_from_review"] = recorded
-
-
-def rerun_request(reviewed: str | Path, review_db: str | None = None, file: str = "re-run") -> Prepared:
-    """A new run of the data the run ``reviewed`` was made from, with its settings (synthetic
-    noise off) and the labels its review decided. Raises `InputError` for a run whose data source
-    cannot be read again (recorded dynamics)."""
-    from dynacor.data.spec import SourceSpec
-
-    saved = runstore.read_config(reviewed)
-    spec = (saved.get("source") or {}).get("spec")
-    if not spec:
-        raise InputError(Path(reviewed) / "config.json", "source.spec", "the data source of a run made from "
-                         "images or features (recorded dynamics were trained on their own labels)", "none")  # fmt: skip
-    user = {**saved.get("config", {}), "noise": None}
-    request = prepare(SourceSpec.from_dict(spec), user, file)
-    relabel_request(request, reviewed, review_db, read_now=spec.get("kind") == "features")
-    return request
+    relabel_request(request, load_reviewed_run(args.labels_from_review, args.review_db), read_now=reads_now(request))
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

@@ -8,23 +8,19 @@ to the run's folder (``RUN_DIR/../reviews.sqlite``), or ``DYNACOR_REVIEW_DB``, o
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from dynacor import atomic
 from dynacor.errors import InputError
 from dynacor.review import exports
+from dynacor.review.exports import CONFIG_FILE, TASKS_FILE
+from dynacor.review.reviewed import ReviewedRun, image_files
 from dynacor.review.store import ReviewStore
 from dynacor.runs import store as runstore
-from dynacor.runs import umap_map
-
-TASKS_FILE, CONFIG_FILE = "tasks.json", "label_config.xml"
+from dynacor.runs.umap_map import run_points
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,112 +61,13 @@ def _add_store_argument(parser: argparse.ArgumentParser) -> None:
                         "DYNACOR_REVIEW_DB, else reviews.sqlite in the run's parent folder, as the app)")  # fmt: skip
 
 
-@dataclass
-class ReviewedRun:
-    """A finished run with what its review decided."""
-
-    path: Path
-    run_id: str
-    samples: pd.DataFrame
-    latest: pd.DataFrame
-    class_names: list[str]
-    store: ReviewStore
-    source: dict
-
-
 def load_reviewed_run(run_dir: str | Path, review_db: str | None = None) -> ReviewedRun:
-    """The run's table, class names and latest decisions. Raises `InputError` when ``run_dir``
-    is not a finished run."""
+    """The run's table, class names and latest decisions, from the review store the app uses for
+    it. Raises `InputError` when ``run_dir`` is not a finished run."""
     run_dir = Path(run_dir)
-    if not (run_dir / runstore.STATUS_FILE).is_file():
-        raise InputError(run_dir, "RUN_DIR", "a run directory (made by dynacor detect or the app)",
-                         f"no {runstore.STATUS_FILE} there")  # fmt: skip
-    state = runstore.read_status(run_dir)["status"]
-    if state != runstore.FINISHED:
-        raise InputError(
-            run_dir / runstore.STATUS_FILE,
-            "status",
-            "finished (export a run once it has finished)",
-            repr(state),
-        )
-    samples = runstore.load_samples(run_dir)
-    run_id = runstore.run_id(run_dir)
+    samples, run_id, info = runstore.read_finished(run_dir)
     store = ReviewStore(review_db, runs_root=run_dir.resolve().parent)
-    info = runstore.read_run(run_dir)
-    class_names = exports.class_list(samples, info.get("class_names"))
-    latest = store.latest_decisions(run_id)
-    return ReviewedRun(
-        run_dir, run_id, samples, latest, class_names, store, info.get("source") or {}
-    )
-
-
-def image_files(run: ReviewedRun) -> list[str]:
-    """Each sample's image as a file FiftyOne and Label Studio can open: absolute paths as they
-    are, relative ones under the source's ``root``. Images inside a tar archive (the built-in
-    sample) are extracted once into ``RUN_DIR/exports/images/``. Raises `InputError` when the
-    run has no images."""
-    paths = exports.images_of(run.samples, str(run.path / "samples.parquet"))
-    root = run.source.get("root")
-    archive = str(run.source.get("file") or "")
-    archive = archive if archive.endswith(".tar") else None
-    extracted = run.path / "exports" / "images"
-    out, members = [], []
-    for path in paths:
-        if Path(path).is_absolute():
-            out.append(path)
-        elif root:
-            out.append(str(Path(root) / path))
-        elif archive:
-            out.append(str((extracted / path).resolve()))
-            members.append(path)
-        else:
-            out.append(path)
-    if members:
-        _extract(archive, members, extracted)
-    return out
-
-
-def _extract(archive: str, members: list[str], dest: Path) -> None:
-    """Copy ``members`` of the tar ``archive`` to ``dest`` (same relative paths), those not there
-    yet; each file written atomically. A member the archive lacks stays missing, as in the app."""
-    base = dest.resolve()
-    wanted = {m for m in members if not (dest / m).is_file()}
-    for name in wanted:
-        if not (base / name).resolve().is_relative_to(base):
-            raise InputError(archive, "path", "a member name inside the archive", repr(name))
-    if not wanted:
-        return
-    try:
-        with tarfile.open(archive) as tar:
-            for member in tar:  # one pass: looking each name up would rescan the archive
-                if member.name not in wanted or not member.isfile():
-                    continue
-                handle = tar.extractfile(member)
-                target = base / member.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic.write_bytes(target, handle.read())
-    except (OSError, tarfile.TarError) as exc:
-        raise InputError(archive, None, "a readable tar archive (the run's images)", exc) from None
-
-
-def run_points(run_dir: Path, n: int) -> tuple[np.ndarray | None, str]:
-    """The run's 2-D map of its N originals, and a note on where it came from.
-
-    The map the Clusters page cached; when none is cached and umap-learn is installed it is
-    computed now (and cached for the app). Runs without representations (baselines) have none.
-    """
-    points = umap_map.load_cached(run_dir)
-    if points is not None:
-        return points[:n], "the run's cached map"
-    if not (run_dir / "representations.npy").exists():
-        return None, "no map (the run has no representations)"
-    if importlib.util.find_spec("umap") is None:
-        return (
-            None,
-            "no map (none cached, and umap-learn is not installed: pip install 'dynacor[app]')",
-        )
-    points, _ = umap_map.run_map(run_dir)
-    return points[:n], "the run's map (computed now, cached for the app)"
+    return ReviewedRun.of(run_dir, run_id, samples, info, store)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dynacor.data.spec import SourceSpec, make_loader
@@ -20,6 +21,7 @@ from dynacor.errors import InputError
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.pipeline import Dynamics
 from dynacor.method.validate import check_config
+from dynacor.runs import store as runstore
 from dynacor.runs.jobs import DataLoader
 
 # The paper's from-scratch setting (METHOD.md): ResNet-18, lr 0.1 with a multi-step schedule,
@@ -74,6 +76,25 @@ def prepare(spec: SourceSpec, user: Mapping[str, Any] | None = None, file: str =
         data = loader(lambda event: None, lambda: False)
         return Prepared(config, lambda on_event, should_stop: data, {**data.source, "spec": spec.to_dict()})
     return Prepared(config, loader, {"kind": spec.kind, "path": spec.path, "spec": spec.to_dict()})
+
+
+def rerun_of(run_dir: str | Path, file: str = "re-run") -> Prepared:
+    """A new run of the data the run at ``run_dir`` was made from, with its settings and synthetic
+    noise off (`dynacor.review.reviewed.relabel_request` then gives it the review's labels).
+    Raises `InputError` for a run whose data source cannot be read again (recorded dynamics)."""
+    saved = runstore.read_config(run_dir)
+    spec = (saved.get("source") or {}).get("spec")
+    if not spec:
+        raise InputError(Path(run_dir) / "config.json", "source.spec", "the data source of a run made from "
+                         "images or features (recorded dynamics were trained on their own labels)", "none")  # fmt: skip
+    user = {**saved.get("config", {}), "noise": None}
+    return prepare(SourceSpec.from_dict(spec), user, file)
+
+
+def reads_now(request: Prepared) -> bool:
+    """Whether ``request``'s data was read when it was prepared (a feature source), not by the
+    run's worker."""
+    return (request.source.get("spec") or {}).get("kind") == "features"
 
 
 # Settings of the classifier stage, which ran where the dynamics were recorded.

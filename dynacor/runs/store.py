@@ -301,6 +301,19 @@ def read_run(run_dir: str | Path) -> dict:
     return _read_json(Path(run_dir) / "run.json")
 
 
+def read_finished(run_dir: str | Path) -> tuple[Any, str, dict]:
+    """A finished run's table, id and run.json, for exports and re-runs. Raises `InputError`
+    when ``run_dir`` is not a run directory or its run has not finished."""
+    run_dir = Path(run_dir)
+    if not (run_dir / STATUS_FILE).is_file():
+        raise InputError(run_dir, "RUN_DIR", "a run directory (made by dynacor detect or the app)",
+                         f"no {STATUS_FILE} there")  # fmt: skip
+    state = read_status(run_dir)["status"]
+    if state != FINISHED:
+        raise InputError(run_dir / STATUS_FILE, "status", "finished (export a run once it has finished)", repr(state))
+    return load_samples(run_dir), run_id(run_dir), read_run(run_dir)
+
+
 def read_config(run_dir: str | Path) -> dict:
     return _read_json(Path(run_dir) / "config.json")
 

@@ -11,6 +11,7 @@ all collapse on one point anyway.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -224,6 +225,24 @@ def load_cached(run_dir: str | os.PathLike[str], seed: int = 0) -> np.ndarray | 
     if reps.exists() and _npy_rows(reps) != rows:
         return None
     return coords
+
+
+def run_points(run_dir: str | os.PathLike[str], n: int) -> tuple[np.ndarray | None, str]:
+    """The run's 2-D map of its N originals, and a note on where it came from (for exports).
+
+    The map the Clusters page cached; when none is cached and umap-learn is installed it is
+    computed now (and cached for the app). Runs without representations (baselines) have none.
+    """
+    run_dir = Path(run_dir)
+    points = load_cached(run_dir)
+    if points is not None:
+        return points[:n], "the run's cached map"
+    if not (run_dir / "representations.npy").exists():
+        return None, "no map (the run has no representations)"
+    if importlib.util.find_spec("umap") is None:
+        return None, "no map (none cached, and umap-learn is not installed: pip install 'dynacor[app]')"
+    points, _ = run_map(run_dir)
+    return points[:n], "the run's map (computed now, cached for the app)"
 
 
 def _npy_rows(path: Path) -> int:

@@ -20,7 +20,9 @@ from dynacor.review.exports.fiftyone_dataset import (
     write_dataset,
 )
 from dynacor.review.exports.labelstudio import (
+    CONFIG_FILE,
     FROM_NAME,
+    TASKS_FILE,
     TO_NAME,
     decisions_from_export,
     image_urls,
@@ -32,8 +34,8 @@ from dynacor.review.exports.labelstudio import (
 FORMATS = ("cleanlab", "fiftyone", "labelstudio")
 
 __all__ = [
-    "BRAIN_KEY", "CANDIDATE_COLUMNS", "CLEANLAB_COLUMNS", "FORMATS", "FROM_NAME", "TO_NAME", "Suggestions",
-    "class_list", "cleanlab_table", "decisions_from_export", "fiftyone_rows", "fiftyone_unavailable",
+    "BRAIN_KEY", "CANDIDATE_COLUMNS", "CLEANLAB_COLUMNS", "CONFIG_FILE", "FORMATS", "FROM_NAME", "TASKS_FILE",
+    "TO_NAME", "Suggestions", "class_list", "cleanlab_table", "decisions_from_export", "fiftyone_rows", "fiftyone_unavailable",
     "image_urls", "images_of", "label_config", "read_export", "suggestions_of", "tasks", "write_dataset",
     "write_table",
 ]  # fmt: skip

@@ -41,6 +41,8 @@ from dynacor.errors import InputError
 from dynacor.review.exports.common import name_of, suggestions_of
 from dynacor.review.queue import sample_keys
 
+TASKS_FILE, CONFIG_FILE = "tasks.json", "label_config.xml"
+
 FROM_NAME, TO_NAME = "label", "image"
 # The candidate_rank of a class outside the candidates (the review cards' rank for a searched class).
 SEARCHED = 0
