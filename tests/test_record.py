@@ -279,6 +279,10 @@ def test_a_run_directory_reads_back_as_the_same_dynamics(recorded, tmp_path):
     assert np.array_equal(loaded.margins_all >= 0, original.margins_all >= 0)
     assert np.array_equal(loaded.given_labels, original.given_labels)
     assert np.array_equal(loaded.copy_pair, original.copy_pair)
+    # A Recorder's run carries the engine's columns: candidates never offering the given label.
+    table = pd.read_csv(run_dir / "samples.csv")
+    assert {"suggested_label", "suggested_prob", "candidates", "candidate_probs"} <= set(table.columns)
+    assert not (result.candidates == result.given_labels[:, None]).any()
     # The run's candidates survive, and a re-run on them offers the same ones.
     assert np.array_equal(loaded.candidates, result.candidates)
     np.testing.assert_allclose(loaded.candidate_probs, result.candidate_probs, atol=1e-6)
