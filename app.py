@@ -3,7 +3,7 @@
 Environment: DYNACOR_RUNS (runs folder, default ./dynacor_runs), DYNACOR_DATA_ROOTS (folders
 data may be read from, ``os.pathsep``-separated; default the working directory and
 sample_data/), DYNACOR_REVIEW_DB (an SQLAlchemy URL; default RUNS/reviews.sqlite).
-Sign-in and roles: ``[auth]`` and ``[dynacor]`` in .streamlit/secrets.toml (README, "Team use");
+Sign-in and roles: ``[auth]`` and ``[dynacor]`` in .streamlit/secrets.toml (docs/team.md);
 without them the app runs in single-user mode.
 """
 

@@ -9,7 +9,7 @@ The three lines that matter are marked "DynaCor": wrap the training set with `Wi
 `save`. No weights are downloaded. A few epochs on a few hundred images only show the plumbing;
 the flags become meaningful with a real training run (tens of epochs, thousands of images).
 The summary's estimated precision, recall and noise rate read the softmax over early epochs
-chosen for dynacor's own MLP head (docs/ESTIMATES.md); with another schedule, such as this one,
+chosen for dynacor's own MLP head (docs/estimates.md); with another schedule, such as this one,
 read them as rough.
 """
 

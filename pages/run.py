@@ -27,7 +27,7 @@ st.title("Run DynaCor")
 st.caption("Find wrongly labelled samples: pick the data, start, and follow it on the Training page.")
 if who.mode == "single-user":
     st.caption("Single-user mode: no sign-in configured, so whoever opens this app can start and cancel runs "
-               "(README, Team use, tells how to sign people in).")  # fmt: skip
+               "(docs/team.md in the repository tells how to sign people in).")  # fmt: skip
 elif not who.can("start"):
     st.info(f"Signed in as {plain(who.identity)} ({who.role}): runs are started and cancelled by an admin. "
             "Review the flagged samples of a finished run on the **Review** or **Grid** page.")  # fmt: skip

@@ -143,7 +143,7 @@ def render() -> None:
             if status == runstore.FINISHED and chosen == 0:
                 st.caption("The validation metric kept the encoder's initial state: its training did not "
                            "separate the clusters better on this run. That is the rule on the dev benchmark "
-                           "(BENCHMARKS.md): the flags come from the initial projection and the centroid "
+                           "(docs/studies/encoder.md): the flags come from the initial projection and the centroid "
                            "refinement.")  # fmt: skip
     if not enc.empty and "f1" in enc and enc["f1"].notna().any():
         last = enc.iloc[-1]
@@ -196,7 +196,7 @@ def estimates_section(info: dict) -> None:
         "on the tuning half of the dev benchmark, which resampling cannot see. Under asymmetric or "
         "structured noise (wrong labels that follow a pattern, e.g. one class often swapped for another) "
         "the early classifier learns the pattern as if it were true, and the estimates can miss by more "
-        "than the interval: see \"Where it is biased\" in docs/ESTIMATES.md in the repository."
+        "than the interval: see \"Where it is biased\" in docs/estimates.md in the repository."
     )  # fmt: skip
     curve = estimates.get("curve") or {}
     if len(curve.get("threshold") or []) > 0:

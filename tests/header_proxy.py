@@ -1,5 +1,5 @@
 """A reverse proxy on loopback that sets one request header on every HTTP request and WebSocket
-handshake it forwards: what a team's trusted proxy does in front of the app (README "Team use").
+handshake it forwards: what a team's trusted proxy does in front of the app (docs/team.md).
 
 Browsers' test hooks cannot stand in for it: Chromium before 151 leaves headers added through
 DevTools (Playwright's ``extra_http_headers``) off WebSocket handshakes, and Streamlit reads the

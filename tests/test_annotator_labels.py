@@ -19,7 +19,7 @@ def test_the_annotators_match_the_dev_file_row_by_row(shared_data: Path):
     ids = arrays["ids"]
     for key, column in COLUMNS.items():
         np.testing.assert_array_equal(arrays[key], table.loc[ids, column].to_numpy())
-        assert 0.15 < float(np.mean(arrays[key] != arrays["clean_labels"])) < 0.20  # ~17% wrong each (README)
+        assert 0.15 < float(np.mean(arrays[key] != arrays["clean_labels"])) < 0.20  # ~17% wrong each (docs/benchmarks.md)
     np.testing.assert_array_equal(table.loc[ids, "clean_label"].to_numpy(), arrays["clean_labels"])
 
 

@@ -175,7 +175,7 @@ def test_training_page_shows_the_runs_estimates_beside_the_truth(env):
         assert shown[f"Estimated {words}"] == f"{100 * e['value']:.0f}%"
         assert f"interval {100 * e['low']:.0f}-{100 * e['high']:.0f}%" in texts(at)
         assert shown[f"True {words} (clean labels)"] == f"{100 * info['metrics'][field]:.0f}%"
-    assert "without ground truth" in texts(at) and "docs/ESTIMATES.md" in texts(at)
+    assert "without ground truth" in texts(at) and "docs/estimates.md" in texts(at)
     curve = at.get("plotly_chart")[-1].proto.spec
     assert '"estimated"' in curve and '"true (clean labels)"' in curve and "the run's cut" in curve
     assert at.button(key="use_cut").disabled  # the slider starts on the run's own cut

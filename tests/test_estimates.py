@@ -138,7 +138,7 @@ def test_run_reports_estimates_and_a_target_moves_the_cut(blobs):
 
 def test_a_run_whose_estimated_precision_is_low_says_so(blobs):
     """Estimates near zero on flags that look fine are what repeated wrong labels produce
-    (BENCHMARKS.md, "Scale"): the run must not present them without a word."""
+    (docs/benchmarks.md, "Scale"): the run must not present them without a word."""
     config = DynaCorConfig(seed=0, epochs=8, encoder_epochs=2, estimate_bootstrap=30, explain_neighbours=0)
     strict = run(config.replace(estimate_precision_floor=1.0), small_set(blobs))
     precision = strict.estimates["precision"]["value"]

@@ -47,7 +47,7 @@ def busy_cores(count: int = 2, seconds: float = 120.0) -> list[subprocess.Popen]
 
 
 def test_same_seed_same_flags_on_a_busy_machine(blobs):
-    """The guarantee users rely on (README, "Reproducibility"): same seed, data, machine and device
+    """The guarantee users rely on (docs/cli.md, "Reproducibility"): same seed, data, machine and device
     give the same flags and suggested labels bit for bit, and scores equal to float tolerance;
     checked while other processes keep the cores busy, where a thread-timing dependency shows."""
     load = busy_cores()

@@ -11,7 +11,7 @@ from dynacor.data.featurefile import load_features
 @pytest.mark.data
 def test_default_settings_find_human_label_errors(shared_data):
     """CIFAR-10N `worse` labels (40% wrong): confident learning reaches about 65-68 F1 on these
-    features (BENCHMARKS.md); the defaults must stay well above it."""
+    features (docs/benchmarks.md); the defaults must stay well above it."""
     data = load_features(shared_data / "cifar10_effl0_dev.npz")
     result = run(DynaCorConfig(), data)
     assert result.metrics["f1"] > 0.75

@@ -2,7 +2,7 @@
 baseline? A study on the dev file's tuning half only (`dynacor.runs.bench.split_halves`, seed
 12345), so the reported half stays unseen.
 
-    python benchmarks/cl_c_study.py [--cs 0.001,0.01,0.1,1] [--seeds 0]
+    python benchmarks/studies/cl_c_study.py [--cs 0.001,0.01,0.1,1] [--seeds 0]
 
 For each C, noise setting and seed: 5-fold cross-validated probabilities
 (`dynacor.baselines.confident_learning.cross_val_probs`), cleanlab's `find_label_issues`, F1 of the
@@ -22,7 +22,7 @@ from dynacor.baselines.confident_learning import confident_learning, cross_val_p
 from dynacor.method.metrics import detection_metrics
 from dynacor.runs.bench import DEFAULT_SETTINGS, f1_by_setting, load_half, setting_labels
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:

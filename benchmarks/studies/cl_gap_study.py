@@ -1,7 +1,7 @@
 """Where does tuned confident learning beat DynaCor, and why? (issue 10) A study on the dev file's
 tuning half only (`dynacor.runs.bench.split_halves`), never on the half reported.
 
-    python benchmarks/cl_gap_study.py [--seeds 0] [--read-epochs 10,12]
+    python benchmarks/studies/cl_gap_study.py [--seeds 0] [--read-epochs 10,12]
 
 Per setting and seed, F1 (%) of:
 
@@ -39,7 +39,7 @@ from dynacor.method.metrics import detection_metrics
 from dynacor.method.pipeline import Dynamics, detect, run
 from dynacor.runs.bench import DEFAULT_SETTINGS, f1_by_setting, load_half, setting_labels
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def f1(flagged: np.ndarray, noisy: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """Does training the encoder earn its place? (issue 10, item 7) A study on the dev file's tuning
 half only (`dynacor.runs.bench.split_halves`, seed 12345), never on the half reported.
 
-    python benchmarks/encoder_study.py [--seeds 0,1] [--variants default,no-train,lr=1e-4+last,...]
+    python benchmarks/studies/encoder_study.py [--seeds 0,1] [--variants default,no-train,lr=1e-4+last,...]
 
 Each variant is the default `DynaCorConfig` with some fields changed (``+`` joins changes;
 ``last`` keeps the encoder's last state, so the trained representation is what clusters, where
@@ -22,7 +22,7 @@ from dynacor.method.config import DynaCorConfig
 from dynacor.method.pipeline import run
 from dynacor.runs.bench import DEFAULT_SETTINGS, f1_by_setting, load_half, setting_labels
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 VARIANTS = {
     "default": {},
@@ -35,7 +35,7 @@ VARIANTS = {
     "lr=1e-4+batch=256+last": {"encoder_lr": 1e-4, "encoder_batch_size": 256, "selection": "last"},
     "lr=1e-3+last": {"encoder_lr": 1e-3, "selection": "last"},
     "alpha=1+last": {"alpha": 1.0, "selection": "last"},
-    # The classifier whose dynamics are clustered (against tuned CL, BENCHMARKS.md).
+    # The classifier whose dynamics are clustered (against tuned CL, docs/studies/cl-gap.md).
     "lr=0.01": {"lr": 0.01},
     "epochs=15": {"epochs": 15},
     "hidden=128": {"hidden": 128},

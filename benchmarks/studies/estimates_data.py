@@ -1,6 +1,6 @@
 """Scores of DynaCor runs (originals and copies) with ground truth, for studying the self-estimates.
 
-Usage: python benchmarks/estimates_data.py --half tune|report --seeds 0 --out DIR
+Usage: python benchmarks/studies/estimates_data.py --half tune|report --seeds 0 --out DIR
 
 The dev file is split in two halves by `dynacor.runs.bench.split_halves` (a fixed permutation,
 seed 12345; ``dynacor bench --half`` uses the same): ``tune`` is used to design the estimator and

@@ -1,8 +1,8 @@
-"""How close are a run's self-estimates (noise rate, precision, recall; docs/ESTIMATES.md) to the
+"""How close are a run's self-estimates (noise rate, precision, recall; docs/estimates.md) to the
 truth? Runs DynaCor with its defaults on one half of the dev file for each noise setting and seed
 and compares.
 
-Usage: python benchmarks/estimates_study.py --half tune|report|all [--seeds 0,1,2] [--out FILE.md]
+Usage: python benchmarks/studies/estimates_study.py --half tune|report|all [--seeds 0,1,2] [--out FILE.md]
 
 The windows and the margin were chosen on the ``tune`` half; the ``report`` half is only reported.
 ``all`` reads every row: for label sets no choice was ever made on (`annotator_labels.py`).

@@ -1,7 +1,7 @@
 """Do a shorter head's tied scores break `--target-precision`, and would a tie-break mend it?
-(issue 10; BENCHMARKS.md, "How long to train the head")
+(issue 10; docs/studies/cl-gap.md, "How long to train the head")
 
-    python benchmarks/tie_study.py [--epochs 12]
+    python benchmarks/studies/tie_study.py [--epochs 12]
 
 Runs DynaCor on the whole dev file's CIFAR-10N worse labels with ``--epochs`` classifier epochs
 (the estimate windows at 12 epochs chosen on the tuning half: noise epochs 2-7, recall 0-3) and
@@ -22,7 +22,7 @@ from dynacor.method.config import DynaCorConfig
 from dynacor.method.estimates import estimated_curve, threshold_for_target
 from dynacor.method.pipeline import run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import torch
 # lbfgs iterations allowed per fold; see `cross_val_probs` for what convergence takes.
 MAX_ITER = 1000
 # Inverse L2 strength of the logistic regression, chosen on the dev file's tuning half
-# (benchmarks/cl_c_study.py, BENCHMARKS.md): scikit-learn's C = 1 fits the wrong labels of
+# (benchmarks/studies/cl_c_study.py, docs/studies/cl-c.md): scikit-learn's C = 1 fits the wrong labels of
 # 1,280-d features (average F1 58.6 there), C = 3e-4 does not (73.2).
 C_DEFAULT = 3e-4
 

@@ -1,7 +1,7 @@
 """The ``dynacor`` command: ``detect`` (one run), ``bench`` (the benchmark grid), ``export`` and
 ``import-review`` (a reviewed run to and from cleanlab, FiftyOne, Label Studio).
 
-The output files and columns of ``detect`` are a contract other tools rely on: see README.md.
+The output files and columns of ``detect`` are a contract other tools rely on: see docs/outputs.md.
 Exit codes: 0 success, 2 bad input, 1 a failed run, 130 cancelled (Ctrl-C).
 """
 

@@ -17,7 +17,7 @@ Fields of the .npz (S = N + M rows: the N originals, then the M copies; E epochs
     clean_labels   (N,)   int64     ground truth, for metrics only
     estimate_rows  (R,)   int64     distinct originals whose early softmax was kept
     window_probs   (2, R, C) float32  their softmax averaged over the noise and the recall window
-                                    (docs/ESTIMATES.md): the self-estimates read them; both or neither
+                                    (docs/estimates.md): the self-estimates read them; both or neither
     ids            (N,)             sample ids; paths (N,) str; class_names (C,) str
     classifier_epochs, source       JSON text: the classifier's per-epoch log, where the data came from
 """

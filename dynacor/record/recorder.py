@@ -20,7 +20,7 @@ stalls a GPU pipeline.
 
 With ``num_epochs`` known the recorder also keeps, for up to ``config.estimate_rows`` originals,
 the softmax averaged over the early windows the self-estimates read (noise rate, precision,
-recall: docs/ESTIMATES.md), so `Recorder.detect` reports them as a run of the MLP head does.
+recall: docs/estimates.md), so `Recorder.detect` reports them as a run of the MLP head does.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Recorder:
     (`for_dataset`, or ``copy_pair``/``copy_labels``/``given_labels`` here) and all
     ``num_epochs`` epochs are recorded; otherwise ``estimates`` is None and a target precision or
     recall is refused. ``config.estimate_rows = 0`` turns them off. The windows were chosen for
-    the MLP head's schedule (docs/ESTIMATES.md): read them with another schedule in mind.
+    the MLP head's schedule (docs/estimates.md): read them with another schedule in mind.
     """
 
     def __init__(
@@ -452,7 +452,7 @@ class Recorder:
         return self.result
 
     def save(self, run_dir: str | Path, result: Result | None = None, overwrite: bool = False) -> Path:
-        """Write a run directory the app and ``dynacor detect`` readers open (README's contract).
+        """Write a run directory the app and ``dynacor detect`` readers open (docs/outputs.md).
 
         ``result`` defaults to the last `detect`'s, and `detect` runs when there was none.
         """
