@@ -90,9 +90,9 @@ def test_neighbours_votes_reorder_the_candidates_and_never_offer_the_given_label
     candidates = np.array([[1, 2, 3], [0, 2, -1]])
     probs = np.array([[0.30, 0.25, 0.05], [0.4, 0.1, np.nan]], dtype=np.float32)
     votes = np.array([[0.0, 0.1, 0.5, 0.0, 0.4], [0.0, 0.0, 0.0, 0.0, 1.0]])
-    chosen, early = with_votes(candidates, probs, np.array([0, 3]), votes, weight=0.25)
-    # row 0: 1 -> 0.325, 2 -> 0.375, 3 -> 0.05, 4 -> 0.1 (only the neighbours name it)
-    assert chosen[0].tolist() == [2, 1, 4] and early[0].tolist() == pytest.approx([0.25, 0.30, 0.0])
+    chosen, mixed = with_votes(candidates, probs, np.array([0, 3]), votes, weight=0.25)
+    # row 0: 1 -> 0.325, 2 -> 0.375, 3 -> 0.05, 4 -> 0.1 (only the neighbours name it), over 1.25
+    assert chosen[0].tolist() == [2, 1, 4] and mixed[0].tolist() == pytest.approx([0.3, 0.26, 0.08])
     # row 1: class 4 from the votes alone outranks 2; the given class 3 never appears
     assert chosen[1].tolist() == [0, 4, 2]
 

@@ -60,7 +60,8 @@ class Result:
         classifier memorises (`dynacor.method.suggest`); -1 where nothing was recorded to read
     suggested_prob : (N,) float32, its probability (NaN where unknown)
     candidates : (N, K) int64, the K most likely other classes, most likely first (the first is
-        the suggestion; -1 pads); candidate_probs : (N, K) float32 (NaN pads)
+        the suggestion; -1 pads); candidate_probs : (N, K) float32 (NaN pads), the early softmax's,
+        or for flagged rows mixed with their neighbours' votes (`dynacor.method.suggest.with_votes`)
     q_noisy : (N,) float32, noisy score
     flagged : (N,) bool, ``q_noisy > threshold``
     threshold : the cut: 0.5 (the paper's) unless a target precision or recall chose another

@@ -142,16 +142,16 @@ def with_votes(candidates: np.ndarray, probs: np.ndarray, given: np.ndarray, vot
     Returns
     -------
     (R, K) int64 candidates, most likely first, never the given label, and (R, K) float32 their
-    early probabilities (0 for a class only the neighbours named)
+    probabilities under the mixture ``(p + weight x votes) / (1 + weight)`` (a distribution when
+    ``p`` and ``votes`` are: what the card shows agrees with the order it shows)
     """
     r, c = votes.shape
     early = np.zeros((r, c), dtype=np.float64)
     kept = candidates >= 0
     rows = np.repeat(np.arange(r), candidates.shape[1]).reshape(candidates.shape)
     early[rows[kept], candidates[kept]] = np.nan_to_num(probs[kept])
-    score = early + weight * np.asarray(votes, dtype=np.float64)
-    chosen, _ = top_candidates(score, given, k)
-    return chosen, np.take_along_axis(early, chosen, axis=1).astype(np.float32)
+    mixture = (early + weight * np.asarray(votes, dtype=np.float64)) / (1.0 + weight)
+    return top_candidates(mixture, given, k)
 
 
 def saved_candidates(suggested: np.ndarray, prob: np.ndarray | None, given: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
