@@ -108,6 +108,74 @@ def test_cross_val_probs_are_out_of_sample(blobs):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
 
 
+# Mean-softmax margin (Pickler et al., 2025) ------------------------------------------------
+
+
+def test_mean_prob_margin_by_hand():
+    probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [0.1, 0.3, 0.6]])
+    labels = np.array([0, 0, 1, 2])
+    # given minus the best other class: 0.7-0.2, 0.2-0.5, 0.4-0.4 (a tie is not a disagreement), 0.6-0.3
+    np.testing.assert_allclose(baselines.mean_prob_margin(probs, labels), [0.5, -0.3, 0.0, 0.3])
+
+
+def test_margin_catches_flips_and_flags_negative_agreement(blobs):
+    flagged, score, extra = baselines.margin_detector(blobs["features"], blobs["labels"], 3, seed=0, head=FAST_HEAD)
+    _check_output(flagged, score, 300)
+    mean_probs = extra["mean_probs"]
+    assert mean_probs.shape == (300, 3) and extra["margins"].shape == (300, FAST_HEAD["epochs"])
+    np.testing.assert_allclose(mean_probs.sum(axis=1), 1.0, atol=1e-5)  # an average of softmaxes
+    np.testing.assert_allclose(score, -baselines.mean_prob_margin(mean_probs, blobs["labels"]))
+    # The natural cut: flagged exactly where the averaged softmax prefers another class.
+    others = np.where(np.eye(3, dtype=bool)[blobs["labels"]], -1.0, mean_probs).max(axis=1)
+    assert np.array_equal(flagged, mean_probs[np.arange(300), blobs["labels"]] < others)
+    m = _f1(blobs, flagged, score)
+    assert m["f1"] > 0.7 and m["auroc"] > 0.9
+
+
+def test_margin_is_deterministic_given_the_seed(blobs):
+    runs = [baselines.margin_detector(blobs["features"], blobs["labels"], 3, seed=s, head=FAST_HEAD) for s in (4, 4, 5)]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert not np.array_equal(runs[0][1], runs[2][1])  # the seed reaches initialisation and shuffling
+
+
+def test_margin_is_a_registered_detector():
+    from dynacor.baselines.registry import DETECTORS
+
+    assert "margin" in DETECTORS and not METHODS["margin"].oracle
+    assert "another class" in METHODS["margin"].summary  # its cut, in --help
+
+
+# FNR at the noise rate ---------------------------------------------------------------------
+
+
+def test_fnr_at_noise_rate_by_hand():
+    from dynacor.method.metrics import fnr_at_noise_rate
+
+    noisy = np.array([1, 0, 1, 0, 0, 1], dtype=bool)  # k = 3
+    # Top 3 by score: indices 0, 1, 2 -> two of the three noisy found.
+    assert fnr_at_noise_rate([0.9, 0.8, 0.7, 0.1, 0.2, 0.3], noisy) == pytest.approx(1 / 3)
+    assert fnr_at_noise_rate([0.9, 0.1, 0.8, 0.2, 0.3, 0.7], noisy) == 0.0
+    assert fnr_at_noise_rate([0.1, 0.9, 0.2, 0.8, 0.7, 0.3], noisy) == 1.0
+    assert np.isnan(fnr_at_noise_rate([0.1, 0.2], np.zeros(2, bool)))  # nothing to miss
+
+
+def test_fnr_at_noise_rate_breaks_ties_by_index_and_is_one_minus_precision_at_k():
+    from dynacor.method.metrics import fnr_at_noise_rate
+
+    # All scores equal: the top k = 2 are indices 0 and 1, whichever the noisy ones are.
+    assert fnr_at_noise_rate(np.zeros(4), np.array([1, 1, 0, 0], bool)) == 0.0
+    assert fnr_at_noise_rate(np.zeros(4), np.array([0, 0, 1, 1], bool)) == 1.0
+    rng = np.random.default_rng(0)
+    noisy = rng.random(500) < 0.3
+    score = noisy + rng.normal(0, 0.8, 500)
+    k = int(noisy.sum())
+    top = np.argsort(-score, kind="stable")[:k]
+    assert fnr_at_noise_rate(score, noisy) == pytest.approx(1 - noisy[top].mean())
+    # detection_metrics is unchanged: the FNR is its own function.
+    assert "fnr_at_noise_rate" not in detection_metrics(score > 0.5, noisy, score)
+
+
 # SimiFeat ----------------------------------------------------------------------------------
 
 

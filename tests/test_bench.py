@@ -106,3 +106,46 @@ def test_bad_options_exit_2_with_the_field(bench_npz, flag, value, field, capsys
     args[args.index(flag) + 1] = value
     assert main(args) == 2
     assert field in capsys.readouterr().err
+
+
+def test_bench_margin_rows_carry_the_fnr_at_the_noise_rate(bench_npz, tmp_path):
+    out = tmp_path / "bench"
+    code = main(["bench", "--features", str(bench_npz), "--methods", "margin,simifeat", "--settings", "sym:0.3",
+                 "--seeds", "0", "--epochs", "4", "--threads", "1", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs["method"]) == {"margin", "simifeat"}
+    assert runs["fnr_at_noise_rate"].between(0, 1).all()
+    assert "fnr_at_noise_rate" in pd.read_csv(out / "summary.csv").columns
+    table = (out / "table.md").read_text()
+    assert "avg FNR@k" in table and "| FNR@k |" in table and "| margin |" in table
+
+
+def test_fnr_table_and_nan_rows():
+    rows = [{"method": m, "half": "all", "setting": "sym:0.3", "seed": 0, "noise_rate": 0.3, "f1": 0.5,
+             "precision": 0.5, "recall": 0.5, "auroc": 0.8, "fnr_at_noise_rate": fnr, "seconds": 1.0,
+             "oracle": m.endswith("best]"), "note": ""}
+            for m, fnr in (("margin", 0.25), ("dynacor[sel=oracle-best]", float("nan")))]  # fmt: skip
+    text = bench.markdown_tables(bench.summarise(rows), ["sym:0.3"])
+    fnr_part = text.split("FNR at a budget")[1]
+    assert "| margin | 25.0 ± 0.0 | 25.0 |" in fnr_part
+    assert "| dynacor[sel=oracle-best] (ORACLE) | - | - |" in fnr_part
+
+
+def test_detect_method_margin_writes_a_run(tmp_path, capsys):
+    import json
+
+    path = tmp_path / "blobs.npz"
+    np.savez(path, **make_blobs(n=240, d=12, c=3, noise=0.2, seed=5))
+    out = tmp_path / "run"
+    assert main(["detect", "--features", str(path), "--out", str(out), "--method", "margin", "--epochs", "6",
+                 "--seed", "1"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.strip().startswith("dynacor: margin: 240 samples")
+    samples = pd.read_csv(out / "samples.csv")
+    assert len(samples) == 240 and set(samples["flagged"].unique()) <= {0, 1}
+    # Flagged where the agreement is negative, i.e. the noisy score (rounded to 6 places) is positive.
+    flagged, score = samples["flagged"].to_numpy() == 1, samples["noisy_score"].to_numpy()
+    assert flagged.any() and (score[flagged] >= 0).all() and (score[~flagged] <= 0).all()
+    info = json.loads((out / "run.json").read_text())
+    assert info["method"] == "margin" and info["metrics"]["f1"] > 0.5
+    assert json.loads((out / "status.json").read_text())["status"] == "finished"

@@ -13,10 +13,11 @@ from dynacor.baselines.confident_learning import (
     stratified_folds,
 )
 from dynacor.baselines.cores import cores, cores_beta, cores_sieve_terms
+from dynacor.baselines.margin import margin_detector, mean_prob_margin
 from dynacor.baselines.simifeat import knn_votes, simifeat
 
 __all__ = [
     "aum", "aum_from_margins", "avg_gmm", "confident_learning", "cores", "cores_beta", "cores_sieve_terms",
-    "cross_val_probs", "cross_val_probs_head", "knn_votes", "simifeat", "stratified_folds", "supervised_ceiling",
-    "threshold_sets",
+    "cross_val_probs", "cross_val_probs_head", "knn_votes", "margin_detector", "mean_prob_margin", "simifeat",
+    "stratified_folds", "supervised_ceiling", "threshold_sets",
 ]  # fmt: skip

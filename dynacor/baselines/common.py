@@ -4,7 +4,7 @@ Every detector returns ``(flagged, score)``: ``flagged`` (N,) bool, predicted no
 (N,) float64, higher = more likely noisy (for AUROC). Shapes: N samples, D feature dimensions,
 C classes, E classifier epochs. Randomness comes only from the ``seed`` argument.
 
-Methods that train the MLP head (AUM, CORES) use the same head and SGD settings as DynaCor
+Methods that train the MLP head (AUM, CORES, margin) use the same head and SGD settings as DynaCor
 (`head_settings`), so differences come from the method.
 """
 

@@ -38,6 +38,8 @@ METHODS: dict[str, Method] = {
         Method("cl", "confident learning (cleanlab), 5-fold logistic-regression probabilities (C tuned: 3e-4)"),
         Method("cl-mlp", "confident learning (cleanlab) on DynaCor's MLP head, 5-fold cross-fitted"),
         Method("avg-gmm", "two-component GMM on each sample's mean margin"),
+        Method("margin", "in-sample margin of the softmax averaged over the head's epochs (Pickler et al., 2025); "
+               "flags where another class is more probable"),
         Method("simifeat", "k-NN label voting in feature space (SimiFeat-V)"),
         Method("simifeat-r", "k-NN label voting, per-class ranking (SimiFeat-R)"),
         Method("cores", "CORES sample sieve on the MLP head"),
@@ -81,6 +83,7 @@ def run_method(
         confident_learning,
         cores,
         cross_val_probs_head,
+        margin_detector,
         simifeat,
     )
     from dynacor.baselines.common import head_settings, torch_generator
@@ -122,6 +125,11 @@ def run_method(
     elif method == "aum":
         flagged, score, info = aum(data.features, labels, n_classes, seed=seed,
                                    head=head_settings(config), device=device)  # fmt: skip
+        extra.update(info)
+    elif method == "margin":
+        # Standalone like avg-gmm: the head on the originals alone, one training.
+        flagged, score, info = margin_detector(data.features, labels, n_classes, seed=seed,
+                                               head=head_settings(config), device=device)  # fmt: skip
         extra.update(info)
     elif method == "cl":
         flagged, score = confident_learning(data.features, labels, n_classes, seed=seed)

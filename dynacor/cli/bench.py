@@ -104,7 +104,9 @@ def main(args: argparse.Namespace) -> int:
               f"- half: {_half_line(args, file_samples)}\n- command: `{command}`\n"
               f"- machine: {machine_description()}\n- seeds: {', '.join(map(str, seeds))}\n"
               f"- DynaCor config: `{config.to_dict()}`\n- F1 in %, mean ± std over seeds; the ceiling is an "
-              "ORACLE trained on ground-truth flags (scored on a held-out half), not a detector.\n")  # fmt: skip
+              "ORACLE trained on ground-truth flags (scored on a held-out half), not a detector.\n"
+              "- FNR@k: false negative rate at a budget equal to the true noise rate (the top k samples by "
+              "score, k = the number truly noisy, ties by index; = 1 - precision@k), lower is better.\n")  # fmt: skip
     print(markdown)
     if args.out:
         for p in write_outputs(Path(args.out), rows, summary, markdown, header):

@@ -5,6 +5,11 @@ applied here, once, to ``clean_labels`` by `dynacor.method.noise.synthetic_label
 labels ``detect --noise`` draws), and DynaCor gets those labels with ``noise=None``. Avg-GMM and
 the oracle ceiling read the margins of that cell's DynaCor run (the same dynamics) when DynaCor is
 in the grid. Each method runs through `dynacor.baselines.registry.run_method`.
+
+Every row carries F1, precision and recall of the method's own cut, AUROC of its score, and the
+false negative rate at a budget equal to the true noise rate (`fnr_at_noise_rate`: the top k
+samples by score, k = the number truly noisy; = 1 - precision@k), which measures the order a
+review queue walks through whatever the cut (Pickler, Kamassury and Silva, arXiv 2510.16211).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dynacor.data.featurefile import load_features
 from dynacor.errors import InputError
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.featureset import FeatureSet
-from dynacor.method.metrics import detection_metrics
+from dynacor.method.metrics import detection_metrics, fnr_at_noise_rate
 from dynacor.method.noise import synthetic_labels
 
 METHODS = tuple(REGISTRY)
@@ -34,7 +39,7 @@ DEFAULT_SETTINGS = "sym:0.6,asym:0.3,inst:0.4,human:worse_labels,human:aggre_lab
 ABLATIONS = ("no-align", "no-cluster", "selection", "gamma", "signal", "paper")
 GAMMAS = (0.05, 0.1, 0.2, 0.5)
 SETTING_NAMES = {"human:worse_labels": "worse", "human:aggre_labels": "aggre"}
-METRICS = ("f1", "precision", "recall", "auroc")
+METRICS = ("f1", "precision", "recall", "auroc", "fnr_at_noise_rate")
 HALVES = ("tune", "report")
 HALF_SEED = 12345
 
@@ -200,6 +205,8 @@ def run_grid(
             def add(method: str, flagged, score, seconds: float, note: str = "", metrics=None, oracle: bool = False,
                     _rows=cell_rows, _truth=truth, _base=base) -> None:  # fmt: skip
                 m = metrics if metrics is not None else detection_metrics(flagged, _truth, score)
+                if "fnr_at_noise_rate" not in m:  # rows without a score (an oracle epoch choice) get NaN
+                    m = {**m, "fnr_at_noise_rate": float("nan") if score is None else fnr_at_noise_rate(score, _truth)}
                 _rows.append({"method": method, **_base, **{k: m[k] for k in METRICS}, "seconds": seconds,
                               "oracle": oracle or (method in REGISTRY and REGISTRY[method].oracle), "note": note})  # fmt: skip
                 log(_progress_line(_rows[-1]))
@@ -223,9 +230,11 @@ def run_grid(
                     # DynaCor on the same held-out samples, so the two F1s are comparable.
                     held = ceil.test_index
                     same = detection_metrics(result.flagged[held], truth[held], result.q_noisy[held])
+                    # Its score covers the held-out half only: the budget is that half's noisy count.
+                    ceil_metrics = {**ceil.metrics, "fnr_at_noise_rate": fnr_at_noise_rate(ceil.score, truth[held])}
                     add("ceiling", ceil.flagged, ceil.score, time.perf_counter() - started,
                         f"ORACLE (ground truth); DynaCor on the same held-out half: F1 {100 * same['f1']:.1f}",
-                        metrics=ceil.metrics)  # fmt: skip
+                        metrics=ceil_metrics)  # fmt: skip
                 else:
                     flagged, score, seconds, _ = run_method(method, cell, config, seed)
                     add(method, flagged, score, seconds)
@@ -235,7 +244,8 @@ def run_grid(
                     best = int(np.nanargmax(f1s))
                     entry = result.encoder_epochs[best]
                     metrics = {"f1": entry["f1"], "auroc": entry.get("auroc", float("nan")),
-                               "precision": float("nan"), "recall": float("nan")}  # fmt: skip
+                               "precision": float("nan"), "recall": float("nan"),
+                               "fnr_at_noise_rate": float("nan")}  # fmt: skip
                     add(name, None, None, 0.0, f"ORACLE epoch choice: epoch {best}", metrics=metrics, oracle=True)
                     continue
                 flagged, score, seconds, extra = run_method("dynacor", cell, variant, seed)
@@ -246,7 +256,8 @@ def run_grid(
 
 def _progress_line(row: dict[str, Any]) -> str:
     return (f"{row['setting']:>20} seed {row['seed']} {row['method']:<24} F1 {100 * row['f1']:5.1f}  "
-            f"AUROC {100 * row['auroc']:5.1f}  {row['seconds']:6.1f} s")  # fmt: skip
+            f"AUROC {100 * row['auroc']:5.1f}  FNR@k {100 * row['fnr_at_noise_rate']:5.1f}  "
+            f"{row['seconds']:6.1f} s")  # fmt: skip
 
 
 ROW_FIELDS = ("method", "half", "setting", "seed", "noise_rate", *METRICS, "seconds", "oracle", "note")
@@ -285,30 +296,44 @@ def setting_label(setting: str) -> str:
     return SETTING_NAMES.get(setting, setting)
 
 
+def _per_setting_table(summary_by: dict, methods: list[str], settings: list[str], head: list[str], key: str,
+                       avg_name: str, with_time: bool) -> list[str]:  # fmt: skip
+    """One row per method: ``key`` (mean ± std over seeds) per setting, its average (and time)."""
+    lines = ["| method | " + " | ".join(head) + f" | {avg_name} |" + (" avg time (s) |" if with_time else ""),
+             "|---|" + "---|" * (len(settings) + 1 + int(with_time))]  # fmt: skip
+    for method in methods:
+        cells, values, secs = [], [], []
+        for st in settings:
+            s = summary_by.get((method, st))
+            if s is None:
+                cells.append("-")
+                continue
+            cells.append(_pct(s[key], s[f"{key}_std"]))
+            values.append(s[key])
+            secs.append(s["seconds"])
+        name = f"{method} (ORACLE)" if summary_by.get((method, settings[0]), {}).get("oracle") else method
+        avg = _pct(float(np.mean(values))) if values else "-"  # a NaN cell makes the average "-"
+        row = f"| {name} | " + " | ".join(cells) + f" | {avg} |"
+        if with_time:
+            row += f" {np.mean(secs):.1f} |" if secs else " - |"
+        lines.append(row)
+    return lines
+
+
 def markdown_tables(summary: list[dict[str, Any]], settings: list[str]) -> str:
-    """Two Markdown tables: F1 per method x setting with the average, then every metric per cell."""
+    """Three Markdown tables: F1 per method x setting with the average and time; the FNR at the
+    noise rate (`fnr_at_noise_rate`, lower is better) per method x setting with the average; then
+    every metric per cell."""
     methods = list(dict.fromkeys(s["method"] for s in summary))
     by = {(s["method"], s["setting"]): s for s in summary}
     noise = {s["setting"]: s["noise_rate"] for s in summary}
     head = [f"{setting_label(st)} ({100 * noise.get(st, float('nan')):.0f}%)" for st in settings]
-    lines = ["| method | " + " | ".join(head) + " | avg F1 | avg time (s) |",
-             "|---|" + "---|" * (len(settings) + 2)]  # fmt: skip
-    for method in methods:
-        cells, f1s, secs = [], [], []
-        for st in settings:
-            s = by.get((method, st))
-            if s is None:
-                cells.append("-")
-                continue
-            cells.append(_pct(s["f1"], s["f1_std"]))
-            f1s.append(s["f1"])
-            secs.append(s["seconds"])
-        name = f"{method} (ORACLE)" if by.get((method, settings[0]), {}).get("oracle") else method
-        avg = _pct(float(np.mean(f1s))) if f1s else "-"
-        sec = f"{np.mean(secs):.1f}" if secs else "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} | {sec} |")
-    lines += ["", "| method | setting | seeds | F1 | precision | recall | AUROC | time (s) |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = _per_setting_table(by, methods, settings, head, "f1", "avg F1", with_time=True)
+    lines += ["", "FNR at a budget equal to the true noise rate (%, lower is better: the share of truly noisy "
+              "samples outside the top k by score, k = their number):", ""]  # fmt: skip
+    lines += _per_setting_table(by, methods, settings, head, "fnr_at_noise_rate", "avg FNR@k", with_time=False)
+    lines += ["", "| method | setting | seeds | F1 | precision | recall | AUROC | FNR@k | time (s) |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for method in methods:
         for st in settings:
             s = by.get((method, st))
@@ -316,7 +341,7 @@ def markdown_tables(summary: list[dict[str, Any]], settings: list[str]) -> str:
                 continue
             lines.append(f"| {method} | {setting_label(st)} | {s['seeds']} | {_pct(s['f1'], s['f1_std'])} | "
                          f"{_pct(s['precision'])} | {_pct(s['recall'])} | {_pct(s['auroc'])} | "
-                         f"{s['seconds']:.1f} ± {s['seconds_std']:.1f} |")  # fmt: skip
+                         f"{_pct(s['fnr_at_noise_rate'])} | {s['seconds']:.1f} ± {s['seconds_std']:.1f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
