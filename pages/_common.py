@@ -119,9 +119,17 @@ def _mtime(path: Path) -> int:
 # The cached readers below take the file's mtime as ``mtime_key`` so that a rewritten file (a
 # moved cut rewrites samples.parquet and run.json) is read again. No leading underscore:
 # st.cache_data leaves such arguments out of its key.
+def _table(path: str):
+    """The samples table as the pages use it: without the candidate list columns, which
+    `candidates` serves as arrays. cache_data copies its value on every read, and 50,000 rows of
+    Python lists would double the cost of each card's rerun."""
+    frame = runstore.load_samples(path)
+    return frame.drop(columns=[c for c in ("candidates", "candidate_probs") if c in frame.columns])
+
+
 @st.cache_data(max_entries=4, show_spinner=False)
 def _samples(path: str, mtime_key: int):
-    return runstore.load_samples(path)
+    return _table(path)
 
 
 def samples(name: str):
@@ -152,7 +160,7 @@ def array(name: str, which: str):
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _flagged(path: str, mtime_key: int):
-    return review.flagged_sorted(runstore.load_samples(path))
+    return review.flagged_sorted(_table(path))
 
 
 def flagged(name: str):
@@ -197,7 +205,7 @@ AUDIT_SIZE = 2000
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _audit(path: str, run_key: str, mtime_key: int):
-    return review.audit_order(runstore.load_samples(path), run_key).head(AUDIT_SIZE)
+    return review.audit_order(_table(path), run_key).head(AUDIT_SIZE)
 
 
 def audit_cards(name: str):
@@ -208,7 +216,7 @@ def audit_cards(name: str):
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _explain(path: str, mtime_key: int):
-    frame = runstore.load_samples(path)
+    frame = _table(path)
     means = signs = None
     try:  # baselines run through `detect --method` may have no dynamics: the card goes without the curve
         signs, margins = runstore.load_array(path, "dynamics"), runstore.load_array(path, "margins")
