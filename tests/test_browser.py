@@ -79,17 +79,24 @@ def streamlit_app(folder: Path, port: int, env: dict[str, str], extra_args: tupl
         log.close()
 
 
-@pytest.fixture
-def server(tmp_path):
+def browser_app(folder: Path, data: Path, db: Path):
+    """The app for a browser test: skips without Chromium or Playwright, else `streamlit_app` on a
+    free port with runs in ``data / "runs"``, data read from ``data`` and the built-in sample, and
+    the review store at ``db``."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run the browser test")
     pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
     env = {
-        "DYNACOR_RUNS": str(tmp_path / "runs"),
-        "DYNACOR_DATA_ROOTS": os.pathsep.join([str(tmp_path), str(ROOT / "sample_data")]),
-        "DYNACOR_REVIEW_DB": f"sqlite:///{tmp_path / 'reviews.sqlite'}",
+        "DYNACOR_RUNS": str(data / "runs"),
+        "DYNACOR_DATA_ROOTS": os.pathsep.join([str(data), str(ROOT / "sample_data")]),
+        "DYNACOR_REVIEW_DB": f"sqlite:///{db}",
     }
-    with streamlit_app(tmp_path, free_port(), env) as url:
+    return streamlit_app(folder, free_port(), env)
+
+
+@pytest.fixture
+def server(tmp_path):
+    with browser_app(tmp_path, tmp_path, tmp_path / "reviews.sqlite") as url:
         yield url, tmp_path
 
 

@@ -11,7 +11,6 @@ is at /usr/bin/chromium, in a real browser (Review card, Sample, Grid, Clusters)
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -176,17 +175,9 @@ def test_pages_give_streamlit_only_escaped_names(app_env, page):
 
 @pytest.fixture
 def server(tmp_path, made):
-    from tests.test_browser import CHROMIUM, free_port, streamlit_app
+    from tests.test_browser import browser_app
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium) to run the browser test")
-    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    env = {
-        "DYNACOR_RUNS": str(made / "runs"),
-        "DYNACOR_DATA_ROOTS": os.pathsep.join([str(made), str(ROOT / "sample_data")]),
-        "DYNACOR_REVIEW_DB": f"sqlite:///{tmp_path / 'reviews.sqlite'}",
-    }
-    with streamlit_app(tmp_path, free_port(), env) as url:
+    with browser_app(tmp_path, made, tmp_path / "reviews.sqlite") as url:
         yield url, made / "runs" / RUN
 
 
