@@ -11,6 +11,7 @@ import pandas as pd
 
 from dynacor.errors import InputError
 from dynacor.method.suggest import candidate_matrix
+from dynacor.review.candidates import candidate_table
 from dynacor.review.export import class_names_of
 
 # How many candidate classes the exports carry (the run records up to three).
@@ -54,12 +55,8 @@ def suggestions_of(samples: pd.DataFrame) -> Suggestions:
     # A negative label is "no suggestion" whatever it holds, so one test (>= 0) covers every case.
     label = np.where(label >= 0, label, -1)
     prob = np.where(label >= 0, prob, np.nan)
-    candidates, candidate_probs = candidate_matrix(samples, CANDIDATES)
-    candidates = np.where(candidates >= 0, candidates, -1)
-    candidate_probs = np.where(candidates >= 0, candidate_probs, np.nan)
-    given = samples["given_label"].to_numpy().astype(np.int64)
-    alone = (candidates[:, 0] < 0) & (label >= 0) & (label != given)
-    candidates[alone, 0], candidate_probs[alone, 0] = label[alone], prob[alone]
+    # The candidates exactly as the review card offers them (old runs: the suggestion alone).
+    candidates, candidate_probs = candidate_table(samples, *candidate_matrix(samples, CANDIDATES))
     return Suggestions(label, prob, candidates, candidate_probs)
 
 
