@@ -38,14 +38,13 @@ from xml.sax.saxutils import quoteattr
 import pandas as pd
 
 from dynacor.errors import InputError
+from dynacor.review.candidates import choice
 from dynacor.review.exports.common import name_of, suggestions_of
 from dynacor.review.queue import sample_keys
 
 TASKS_FILE, CONFIG_FILE = "tasks.json", "label_config.xml"
 
 FROM_NAME, TO_NAME = "label", "image"
-# The candidate_rank of a class outside the candidates (the review cards' rank for a searched class).
-SEARCHED = 0
 # Label Studio serves files under LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT at this URL (local storage).
 LOCAL_FILES_URL = "/data/local-files/?d="
 
@@ -195,8 +194,6 @@ def decisions_from_export(
     keys = sample_keys(samples)
     given_of = dict(zip(keys, samples["given_label"].astype(int), strict=True))
     suggestion = suggestions_of(samples)
-    # -1 (no suggestion) matches no chosen class: every change is then a relabel.
-    suggested_of = dict(zip(keys, suggestion.label.tolist(), strict=True))
     candidates_of = dict(
         zip(keys, ([int(c) for c in row if c >= 0] for row in suggestion.candidates), strict=True)
     )
@@ -247,22 +244,9 @@ def decisions_from_export(
             raise InputError(
                 file, field, f"one of the run's classes {list(class_names)}", repr(name)
             )
-        label = index[name]
-        candidates = candidates_of[key]
-        rank = candidates.index(label) + 1 if label in candidates else SEARCHED
-        if label == given_of[key]:
-            decision, rank = "keep", None
-        elif label == suggested_of[key]:
-            decision, rank = "accept", 1
-        else:
-            decision = "relabel"
-        item = {
-            "sample": key,
-            "decision": decision,
-            "label": label,
-            "candidate_rank": rank,
-            "annotator": _annotator(annotation),
-        }
+        # As the review card records it: keep, accept (the first candidate) or relabel, with its rank.
+        item = {"sample": key, **choice(given_of[key], index[name], candidates_of[key]),
+                "annotator": _annotator(annotation)}  # fmt: skip
         if when != -math.inf:
             item["time"] = when
         previous = items.get(key)
