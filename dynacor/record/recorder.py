@@ -167,6 +167,7 @@ class Recorder:
         self._window_sums: np.ndarray | None = None  # (2, R, C) summed softmax per window
         self._suggest: CandidateSums | None = None  # the candidate labels' early window, when known
         self._suggest_window: tuple[int, int] | None = None
+        self._suggest_open = False  # this epoch is in the candidates' window
         self._epoch_started: float | None = None
         self._seen = 0
 
@@ -229,9 +230,9 @@ class Recorder:
             buffers["target"][indices] = targets
             buffers["loss"] -= own.sum()
             buffers["correct"] += (log_probs.argmax(dim=1) == targets).sum()
-            if "late" in buffers or "window" in buffers or "suggest" in buffers:
+            if "late" in buffers or "window" in buffers or self._suggest_open:
                 probs = log_probs.exp()
-                if "suggest" in buffers:
+                if self._suggest_open:
                     self._suggest.add(indices, probs)  # copies land on its spare row: no mask, no sync
                 if "late" in buffers:
                     buffers["late"][indices] = probs
@@ -263,10 +264,9 @@ class Recorder:
         if self.num_recorded == 0:
             self._start_estimates(device)
             self._start_suggestions(device)
-        if self._suggest is not None:
-            if self._suggest_window[0] <= self.num_recorded < self._suggest_window[1]:
-                self._buffers["suggest"] = self._buffers["correct"]  # a marker: this epoch is summed
-        elif self._is_late(self.num_recorded):
+        self._suggest_open = self._suggest is not None and (
+            self._suggest_window[0] <= self.num_recorded < self._suggest_window[1])
+        if self._suggest is None and self._is_late(self.num_recorded):
             self._buffers["late"] = torch.zeros((s, self.num_classes), dtype=torch.float32, device=device)
         if self._open_windows(self.num_recorded):
             r = len(self._estimate_rows)
