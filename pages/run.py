@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dynacor.data.backbones import BACKBONES
+from dynacor.data.runtimes import DEFAULT_RUNTIME, RUNTIMES, installed
 from dynacor.data.spec import SOURCES, SourceSpec
 from dynacor.method.config import CLASSIFIERS, DynaCorConfig
 from dynacor.runs import view as runview
@@ -53,9 +54,14 @@ if who.can("start"):  # annotators see the runs, not the form
             help="Relative paths start at the first data root. Allowed roots: "
             + ", ".join(plain(r) for r in runview.data_roots()),  # help text is Markdown
         )
-        c1, c2 = st.columns(2)
+        c1, c2, c3 = st.columns(3)
         backbone = c1.selectbox("Backbone (image sources)", list(BACKBONES), key="backbone", help="; ".join(f"{k}: {v}" for k, v in BACKBONES.items()))
-        labels_key = c2.text_input("Labels field (feature files)", value="labels", key="labels_key")
+        runtime = c2.selectbox(
+            "Backbone runtime", list(RUNTIMES), index=list(RUNTIMES).index(DEFAULT_RUNTIME), key="runtime",
+            format_func=lambda r: r if installed(r) or r == "auto" else f"{r} (not installed)",
+            help="; ".join(f"{k}: {v}" for k, v in RUNTIMES.items()) + ". Features are cached per runtime.",
+        )  # fmt: skip
+        labels_key = c3.text_input("Labels field (feature files)", value="labels", key="labels_key")
         per_class = st.slider("Built-in sample: images per class (fewer is faster)", 10, 200, SourceSpec().sample_per_class or 200, 10, key="per_class")
 
         st.subheader("Synthetic noise (for benchmarking)")
@@ -89,7 +95,7 @@ if who.can("start"):  # annotators see the runs, not the form
         want = SOURCES[kind][1]
         resolved = runview.resolve_data_path(path, runview.data_roots(), want) if want else None
         spec = SourceSpec(kind=kind, path=str(resolved) if resolved else None, labels_key=labels_key or "labels",
-                          backbone=backbone, sample_per_class=int(per_class))  # fmt: skip
+                          backbone=backbone, runtime=runtime, sample_per_class=int(per_class))  # fmt: skip
         noise = None if noise_kind == "none" else f"{noise_kind}:{noise_rate:g}"
         user = {"seed": int(seed), "noise": noise, "gamma": gamma, "alpha": alpha,
                 "classifier": None if classifier == "default" else classifier,

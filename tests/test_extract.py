@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from dynacor.cli.main import main
+from dynacor.data import runtimes
 from dynacor.data.backbones import extract_features, load_backbone
 from dynacor.data.extract import SHARDS, Plan, ShardCollector, extract_to_dir, read_shard_note
 from dynacor.data.feature_dir import load_feature_dir, read_manifest
@@ -58,9 +59,9 @@ def test_features_command_matches_the_existing_path(
     sample_folder, reference, tmp_path, capsys
 ) -> None:
     out = tmp_path / "features"
-    code = main(
-        ["features", "--images", str(sample_folder), "--out", str(out), "--shard-size", "8"]
-    )
+    # --runtime torch: the existing path itself, so the same bits.
+    args = ["features", "--images", str(sample_folder), "--out", str(out), "--shard-size", "8"]
+    code = main([*args, "--runtime", "torch"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert "20 images x 1280 (plain,flip), 0 skipped, 3 shard(s)" in printed.out
@@ -76,11 +77,12 @@ def test_features_command_matches_the_existing_path(
     assert manifest["source"]["backbone"]["backbone"] == "effnet-lite0"
     assert not (out / SHARDS).exists()  # consolidated and removed
     # Run again: the directory is complete for these images, nothing is extracted.
-    assert (
-        main(["features", "--images", str(sample_folder), "--out", str(out), "--shard-size", "8"])
-        == 0
-    )
+    assert main([*args, "--runtime", "torch"]) == 0
     assert "3 resumed" in capsys.readouterr().out
+    # Another runtime is another plan: refused, not mixed with these features.
+    if runtimes.installed("onnxruntime"):
+        assert main([*args, "--runtime", "onnxruntime"]) == 2
+        assert "the features of other images or another backbone" in capsys.readouterr().err
     if (SHARED / "cifar10_effl0_dev.npz").exists():
         # The same images as the dev feature file's: equal up to float16 rounding.
         with np.load(SHARED / "cifar10_effl0_dev.npz") as dev:
@@ -113,7 +115,7 @@ def test_a_broken_image_is_reported_where_it_is_decoded_and_skipped(
     # Listing decodes nothing: the broken files are found by the extraction, not before it.
     assert load_image_folder(root, check="none").skipped == []
     out = tmp_path / "features"
-    code = main(["features", "--images", str(root), "--out", str(out)])
+    code = main(["features", "--images", str(root), "--out", str(out), "--runtime", "torch"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     for name in ("truncated.jpg", "empty.jpg", "fake.jpg"):
@@ -179,7 +181,7 @@ def test_a_killed_extraction_resumes_without_redoing_finished_shards(
 ) -> None:
     out = tmp_path / "features"
     args = ["features", "--images", str(sample_folder), "--out", str(out)]
-    args += ["--shard-size", "2", "--batch-size", "2", "--keep-shards"]
+    args += ["--shard-size", "2", "--batch-size", "2", "--keep-shards", "--runtime", "torch"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "dynacor", *args],
         cwd=ROOT,
@@ -313,15 +315,17 @@ def test_ray_cluster_extracts_the_same_features(
         in done.stdout
     )
     data = load_feature_dir(out)
+    # The actors ran the runtime the driver chose (auto: the one this process would choose).
+    chosen = runtimes.with_runtime(effnet, "auto").runtime
+    assert read_manifest(out)["source"]["backbone"].get("runtime", "torch") == chosen
     # Each actor runs batches of one shard (4 images) on one thread: in-process with the same
     # settings gives the same bits. Other thread counts or batch sizes sum in another order
     # (a few float16 steps on near-zero values), far below the recipe's tolerance.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        same = extract_features(
-            load_image_folder(sample_folder), effnet, batch_size=4, num_workers=0
-        )
+        here = runtimes.with_runtime(effnet, chosen)
+        same = extract_features(load_image_folder(sample_folder), here, batch_size=4, num_workers=0)
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(data.features, same["orig"])

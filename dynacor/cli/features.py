@@ -7,10 +7,12 @@ command resumes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from typing import Any
 
+from dynacor.cli.options import add_runtime_arguments
 from dynacor.data.backbones import FROZEN_BACKBONES
 from dynacor.data.extract import (
     DEFAULT_CPUS_PER_ACTOR,
@@ -94,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-amp", action="store_true", help="CUDA: float32 instead of float16 autocast"
     )
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -143,6 +146,22 @@ class ProgressPrinter:
                 f"{resumed}; {event['where']}, {event['precision']}",
                 file=sys.stderr,
             )
+        elif kind == "runtime":
+            if event["runtime"] == "torch":
+                tried = "; ".join(f"{k}: {v}" for k, v in event["tried"].items())
+                note = f" ({tried})" if tried else ""
+                print(f"features: backbone on torch{note}", file=sys.stderr)
+            else:
+                print(
+                    f"features: backbone on {event['runtime']} {event['version'].split('-')[0]} "
+                    f"({event['precision']}; {event['max_rel_diff']:.1e} from torch on a probe batch)",
+                    file=sys.stderr,
+                )
+        elif kind == "runtime_export":
+            print(
+                f"features: backbone exported in {event['seconds']:.1f} s -> {event['path']}",
+                file=sys.stderr,
+            )
         elif kind == "skipped":
             for f in event["files"]:
                 print(f"warning: skipped {f['path']}: {f['reason']}", file=sys.stderr)
@@ -168,7 +187,12 @@ def cmd_features(args: argparse.Namespace) -> int:
     views = [v.strip() for v in args.views.split(",") if v.strip()]
     if any(v not in VIEWS for v in views):
         raise InputError("command line", "--views", "plain or plain,flip", repr(args.views))
-    spec = parse_backbone(args.backbone)
+    spec = dataclasses.replace(
+        parse_backbone(args.backbone),
+        runtime=args.runtime,
+        compute_precision=args.compute_precision,
+        decode=args.decode,
+    )
     set_threads(args.threads)
     # Files are listed, not decoded: an unreadable image is reported when the extraction decodes it.
     if args.images:

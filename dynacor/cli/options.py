@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 
 from dynacor.baselines.registry import DETECTORS, methods_help
-from dynacor.data.backbones import BACKBONES
+from dynacor.data.backbones import BACKBONES, DECODES, DEFAULT_DECODE
+from dynacor.data.runtimes import (
+    COMPUTE_PRECISIONS,
+    DEFAULT_COMPUTE_PRECISION,
+    DEFAULT_RUNTIME,
+    RUNTIMES,
+)
 from dynacor.data.spec import SOURCES, SourceSpec
 from dynacor.errors import InputError, MissingError
 from dynacor.method.config import (
@@ -49,6 +55,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--clip-model", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
     group.add_argument("--clip-pretrained", metavar="TAG_OR_PATH",
                        help="open_clip pretrained tag (downloads when online) or a local checkpoint file")
+    add_runtime_arguments(group)
     group.add_argument("--labels-from-review", metavar="RUN_DIR",
                        help="train on the labels a review of RUN_DIR decided (accepted and relabelled classes; "
                        "removed samples left out); the data source must be the one RUN_DIR was made from")
@@ -56,6 +63,22 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                        "store (default: DYNACOR_REVIEW_DB, else reviews.sqlite beside RUN_DIR, as the app)")
     group.add_argument("--method", choices=DETECTORS, default="dynacor",
                        help="detector (default dynacor), or a baseline on the same data: " + methods_help(DETECTORS))
+
+
+def add_runtime_arguments(group: argparse._ActionsContainer) -> None:
+    """Where a frozen backbone runs and how images are decoded (``detect`` and ``features``)."""
+    group.add_argument("--runtime", choices=tuple(RUNTIMES), default=DEFAULT_RUNTIME,
+                       help="image sources, frozen backbones: where the forward pass runs; "
+                       + "; ".join(f"{k}: {v}" for k, v in RUNTIMES.items())
+                       + f" (default {DEFAULT_RUNTIME}; features are cached per runtime; OpenVINO and "
+                       "ONNX Runtime: pip install 'dynacor[runtimes]')")  # fmt: skip
+    group.add_argument("--compute-precision", choices=tuple(COMPUTE_PRECISIONS), default=DEFAULT_COMPUTE_PRECISION,
+                       help="the forward pass's arithmetic (features are stored as float16 either way); "
+                       + "; ".join(f"{k}: {v}" for k, v in COMPUTE_PRECISIONS.items())
+                       + f" (default {DEFAULT_COMPUTE_PRECISION})")  # fmt: skip
+    group.add_argument("--decode", choices=tuple(DECODES), default=DEFAULT_DECODE,
+                       help="how image files are decoded; " + "; ".join(f"{k}: {v}" for k, v in DECODES.items())
+                       + f" (default {DEFAULT_DECODE})")  # fmt: skip
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +166,7 @@ def source_spec(args: argparse.Namespace) -> SourceSpec:
     else:
         kind, path = "builtin", None
     return SourceSpec(kind=kind, path=path, labels_key=args.labels_key, backbone=args.backbone,
-                      clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
+                      clip_model=args.clip_model, clip_pretrained=args.clip_pretrained, runtime=args.runtime,
+                      compute_precision=args.compute_precision, decode=args.decode,
                       cifar_n=args.cifar_n, human=args.human, download=args.download,
                       **({} if args.sample_per_class is None else {"sample_per_class": args.sample_per_class}))  # fmt: skip

@@ -31,6 +31,7 @@ Where things run:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,7 +48,9 @@ import torch
 from PIL import Image
 
 from dynacor import atomic
+from dynacor.data import runtimes
 from dynacor.data.backbones import (
+    DEFAULT_DECODE,
     Backbone,
     decode_views,
     default_batch_size,
@@ -77,20 +80,47 @@ EventHandler = Callable[[dict], None]
 
 @dataclass
 class BackboneSpec:
-    """How to load a backbone anywhere (a Ray actor loads its own copy from this)."""
+    """How to load a backbone anywhere (a Ray actor loads its own copy from this).
+
+    runtime, compute_precision : where the forward pass runs (`dynacor.data.runtimes`); the
+        driver resolves ``auto`` before the actors load theirs, so every node runs the same one
+    decode : `dynacor.data.backbones.DECODES`
+    cache_dir : the feature cache whose ``exported/`` keeps exported models (default
+        ``$DYNACOR_CACHE`` or ``~/.cache/dynacor/features``, on each node)
+    """
 
     name: str = "effnet-lite0"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = None
     weights: str | None = None
+    runtime: str = runtimes.DEFAULT_RUNTIME
+    compute_precision: str = runtimes.DEFAULT_COMPUTE_PRECISION
+    decode: str = DEFAULT_DECODE
+    cache_dir: str | None = None
 
-    def load(self, device: str = "cpu") -> Backbone:
+    def load(self, device: str = "cpu", on_event: EventHandler | None = None) -> Backbone:
+        return runtimes.load(
+            self.name,
+            runtime=self.runtime,
+            precision=self.compute_precision,
+            device=device,
+            cache_dir=self.cache_dir,
+            on_event=on_event,
+            clip_model=self.clip_model,
+            clip_pretrained=self.clip_pretrained,
+            weights=self.weights,
+            decode=self.decode,
+        )
+
+    def torch_only(self, device: str = "cpu") -> Backbone:
+        """The torch backbone alone (its preprocessing, identity and size), no runtime chosen."""
         return load_backbone(
             self.name,
             clip_model=self.clip_model,
             clip_pretrained=self.clip_pretrained,
             weights=self.weights,
             device=device,
+            decode=self.decode,
         )
 
 
@@ -525,11 +555,12 @@ def extract_to_dir(
                 "used with image files (--images or --manifest) that every node can read",
                 "an in-memory data set",
             )
-        # The driver's copy gives the plan (identity, weights digest, dim) and the preprocessing.
-        model = spec.load("cpu")
+        # The driver's copy gives the plan (identity, weights digest, dim) and the preprocessing;
+        # its runtime is chosen once the cluster's GPUs are known.
+        model = spec.torch_only("cpu")
         where = f"ray:{ray}"
     else:
-        model = spec.load(device)
+        model = spec.load(device, on_event)
         where = f"in-process:{model.device.type}"
     backbone_views = [VIEWS[v] for v in views]
 
@@ -540,9 +571,19 @@ def extract_to_dir(
             if own_ray:
                 ray_mod.init(address=None if ray == "auto" else ray, logging_level=logging.WARNING)
             gpus = int(ray_mod.cluster_resources().get("GPU", 0))
-            precision = "float16-autocast" if (gpus and amp) else "float32"
+            if gpus:  # the actors run torch on their GPUs
+                runtimes.check_choice(spec.runtime, spec.compute_precision)
+                if spec.runtime not in ("auto", "torch") or spec.compute_precision != "float32":
+                    raise InputError("command line", "runtime", "auto or torch on a cluster with GPUs",
+                                     f"{spec.runtime} at {spec.compute_precision}")  # fmt: skip
+            else:
+                model = runtimes.with_runtime(model, spec.runtime, spec.compute_precision,
+                                              cache_dir=spec.cache_dir, on_event=on_event)  # fmt: skip
+            # Every actor runs what the driver chose, never its own `auto`.
+            spec = dataclasses.replace(spec, runtime=model.runtime)
+            precision = "float16-autocast" if (gpus and amp) else model.precision
         else:
-            precision = "float16-autocast" if (model.device.type == "cuda" and amp) else "float32"
+            precision = "float16-autocast" if (model.device.type == "cuda" and amp) else model.precision
         plan = make_plan(dataset, model, views, shard_size, precision)
         state = _prepare_folder(out_path, plan, overwrite)
         summary: dict[str, Any] = {
@@ -669,8 +710,8 @@ class _PathImages:
     def __len__(self) -> int:
         return int(self.paths.size)
 
-    def image(self, index: int):
-        return open_rgb(self.paths[index])
+    def image(self, index: int, draft: tuple[int, int] | None = None):
+        return open_rgb(self.paths[index], draft=draft)
 
 
 def _decode_on_ray(
@@ -680,6 +721,7 @@ def _decode_on_ray(
     mirror_exact: bool,
     shape: tuple[int, ...],
     dtype: str,
+    draft: tuple[int, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Ray task (GPU clusters): decode a batch of files into their (b, V, 3, H, W) views.
 
@@ -690,7 +732,7 @@ def _decode_on_ray(
     pixels = np.zeros((len(images), *shape), dtype=dtype)
     reasons = []
     for i in range(len(images)):
-        tensor, reason = read_views(images, i, preprocess, views, mirror_exact)
+        tensor, reason = read_views(images, i, preprocess, views, mirror_exact, draft)
         if tensor is not None:
             pixels[i] = tensor.numpy()
         reasons.append(reason or "")
@@ -832,6 +874,7 @@ def _run_on_ray(
                 "preprocess": model.preprocess,
                 "views": views,
                 "mirror_exact": model.mirror_exact,
+                "draft": model.draft,
                 "shape": shape,
                 "dtype": dtype,
             },

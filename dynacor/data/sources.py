@@ -91,11 +91,12 @@ class ImageDataset:
     def in_memory(self) -> bool:
         return self.images is not None
 
-    def image(self, index: int) -> Image.Image:
-        """The ``index``-th image as an RGB PIL image (read from disk for file-backed data)."""
+    def image(self, index: int, draft: tuple[int, int] | None = None) -> Image.Image:
+        """The ``index``-th image as an RGB PIL image (read from disk for file-backed data;
+        ``draft``: see `open_rgb`)."""
         if self.images is not None:
             return Image.fromarray(self.images[index])
-        return open_rgb(self.paths[index])
+        return open_rgb(self.paths[index], draft=draft)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageDataset:
         """The samples at ``indices`` (same classes, same source, skipped list kept)."""
@@ -116,12 +117,17 @@ class ImageDataset:
 # Reading images
 
 
-def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
+def open_rgb(path: str | os.PathLike[str], draft: tuple[int, int] | None = None) -> Image.Image:
     """Decode an image file fully and convert it to RGB (any mode: L, P, RGBA, CMYK, I;16 ...).
+
+    ``draft`` (W, H): a JPEG larger than this is decoded at the largest reduced scale (1/2, 1/4,
+    1/8) that keeps it at least this size (`PIL.Image.Image.draft`); other formats decode fully.
 
     Raises OSError / ValueError / Image.DecompressionBombError for unreadable files.
     """
     with Image.open(path) as im:
+        if draft is not None:
+            im.draft(None, draft)
         im.load()
         return _to_rgb(im)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dynacor.data.backbones import BACKBONES
+from dynacor.data.backbones import BACKBONES, DECODES, DEFAULT_DECODE
+from dynacor.data.runtimes import DEFAULT_COMPUTE_PRECISION, DEFAULT_RUNTIME, check_choice
 from dynacor.errors import InputError
 from dynacor.method.featureset import FeatureSet
 
@@ -36,6 +37,9 @@ class SourceSpec:
     labels_key : feature files: which array holds the given labels
     backbone : image sources: ``effnet-lite0`` (offline default), ``clip`` or ``scratch``
     clip_model, clip_pretrained : CLIP: model name and a pretrained tag or local checkpoint path
+    runtime, compute_precision : frozen backbones: where the forward pass runs and its arithmetic
+        (`dynacor.data.runtimes.RUNTIMES`, ``COMPUTE_PRECISIONS``)
+    decode : frozen backbones: how image files are decoded (`dynacor.data.backbones.DECODES`)
     cifar_n, human : CIFAR: a CIFAR-N label file and which human label set to use
     download : CIFAR: download the data set when it is missing (needs the network)
     sample_per_class, sample_noise : the built-in sample: images kept per class (40 of 200 keep
@@ -49,6 +53,9 @@ class SourceSpec:
     backbone: str = "effnet-lite0"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = None
+    runtime: str = DEFAULT_RUNTIME
+    compute_precision: str = DEFAULT_COMPUTE_PRECISION
+    decode: str = DEFAULT_DECODE
     cifar_n: str | None = None
     human: str | None = None
     download: bool = False
@@ -86,6 +93,9 @@ def make_loader(spec: SourceSpec, needs_clean: bool = False, device: str = "auto
         return load_feature_file
     if spec.backbone not in BACKBONES:
         raise InputError("source", "backbone", f"one of {tuple(BACKBONES)}", repr(spec.backbone))
+    if spec.decode not in DECODES:
+        raise InputError("source", "decode", f"one of {tuple(DECODES)}", repr(spec.decode))
+    check_choice(spec.runtime, spec.compute_precision, "source")
 
     def load_images(on_event, should_stop) -> FeatureSet:
         from dynacor.data.images import featureset_from_images, open_images
@@ -101,7 +111,8 @@ def make_loader(spec: SourceSpec, needs_clean: bool = False, device: str = "auto
             return scratch_featureset(dataset)
         return featureset_from_images(
             dataset, spec.backbone, clip_model=spec.clip_model, clip_pretrained=spec.clip_pretrained,
-            device=device, on_event=on_event, should_stop=should_stop,
+            device=device, runtime=spec.runtime, compute_precision=spec.compute_precision,
+            decode=spec.decode, on_event=on_event, should_stop=should_stop,
         )  # fmt: skip
 
     return load_images
