@@ -207,3 +207,19 @@ def test_bad_choices_are_input_errors(capsys) -> None:
     assert "field `compute_precision` must be float32 with --runtime torch" in capsys.readouterr().err
     # auto on a GPU is torch: the exported runtimes run on the CPU.
     assert runtimes.candidates("auto", "float32", torch.device("cuda")) == ["torch"]
+
+
+def test_a_cached_export_needs_no_network(effnet, cache, pixels, tmp_path) -> None:
+    """With the exported model and its check cached, loading builds no torch network (no timm,
+    no weights read); without them it builds one, exports, checks, and caches both."""
+    need("onnxruntime")
+    fresh = tmp_path / "cache"
+    first = runtimes.load("effnet-lite0", runtime="onnxruntime", device="cpu", cache_dir=fresh)
+    again = runtimes.load("effnet-lite0", runtime="onnxruntime", device="cpu", cache_dir=fresh)
+    assert first.model is None and again.model is None  # described; the runtime runs the network
+    assert again.identity == runtimes.with_runtime(effnet, "onnxruntime", cache_dir=cache).identity
+    with torch.inference_mode():
+        assert np.array_equal(first.embed(pixels["orig"][:4]).numpy(), again.embed(pixels["orig"][:4]).numpy())
+    assert len(list((fresh / runtimes.EXPORTED).glob("*.onnx"))) == 1
+    with pytest.raises(MissingError, match="no such weights file"):
+        runtimes.load("effnet-lite0", runtime="onnxruntime", device="cpu", weights=tmp_path / "absent.pt")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ VIEWS = ("orig", "flip")
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "openai"
 EFFNET_TIMM_NAME = "tf_efficientnet_lite0"
+EFFNET_DIM = 1280
 # How image files are decoded before the backbone's preprocessing.
 DECODES = {
     "exact": "every pixel decoded, then resized (the features the recipe defines)",
@@ -61,7 +62,8 @@ class Backbone:
     Attributes
     ----------
     name : ``effnet-lite0`` or ``clip``
-    model : the torch module, in eval mode, on ``device``
+    model : the torch module, in eval mode, on ``device`` (None for a backbone described without
+        it, see `describe_effnet`)
     preprocess : PIL RGB image -> (3, H, W) tensor: what ``embed`` takes (effnet-lite0: uint8
         pixels, normalised inside ``embed`` on the device; CLIP: float32, normalised)
     embed : (B, 3, H, W) tensor from ``preprocess`` -> (B, D) float tensor
@@ -79,7 +81,7 @@ class Backbone:
     """
 
     name: str
-    model: torch.nn.Module
+    model: torch.nn.Module | None
     preprocess: Callable[[Image.Image], torch.Tensor]
     embed: Callable[[torch.Tensor], torch.Tensor]
     dim: int
@@ -127,15 +129,21 @@ def load_backbone(
         raise InputError(None, "decode", f"one of {tuple(DECODES)}", repr(decode))
     dev = pick_device(str(device)) if not isinstance(device, torch.device) else device
     if name == "effnet-lite0":
-        backbone = _load_effnet(weights, dev)
+        backbone = _load_effnet(describe_effnet(weights, dev))
     elif name == "clip":
         backbone = _load_clip(clip_model, clip_pretrained or DEFAULT_CLIP_PRETRAINED, dev, download_dir)
     else:
         raise InputError(None, "backbone", f"one of {FROZEN_BACKBONES} (frozen backbones)", repr(name))
-    if decode == "draft":
-        backbone.draft = backbone.image_size
-        backbone.identity = {**backbone.identity, "decode": decode}
-    return backbone
+    return with_decode(backbone, decode)
+
+
+def with_decode(backbone: Backbone, decode: str) -> Backbone:
+    """``backbone`` decoding image files as ``decode`` says (`DECODES`); ``draft`` is keyed."""
+    if decode not in DECODES:
+        raise InputError(None, "decode", f"one of {tuple(DECODES)}", repr(decode))
+    if decode == "exact":
+        return backbone
+    return replace(backbone, draft=backbone.image_size, identity={**backbone.identity, "decode": decode})
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,10 +211,37 @@ def load_by_position(model: torch.nn.Module, state: dict[str, torch.Tensor], fil
     model.load_state_dict(mapped, strict=True)
 
 
-def _load_effnet(weights: str | os.PathLike[str] | None, device: torch.device) -> Backbone:
+def describe_effnet(weights: str | os.PathLike[str] | None, device: torch.device) -> Backbone:
+    """effnet-lite0 as far as it is known without building its network: identity, weights file,
+    preprocessing, size. Its ``model`` is None and its ``embed`` refuses to run: a runtime whose
+    exported model is cached needs no more (`dynacor.data.runtimes.load`), which spares the
+    import of timm and the weights' loading (a second or two of a first run)."""
+    path = Path(weights).expanduser().resolve() if weights is not None else Path(effnet_weights_file())
+    if not path.is_file():
+        raise MissingError(f"{path}: no such weights file")
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("effnet-lite0 described, not loaded: load_backbone builds its network")
+
+    return Backbone(
+        name="effnet-lite0",
+        model=None,
+        preprocess=effnet_preprocess,
+        embed=embed,
+        dim=EFFNET_DIM,
+        device=device,
+        identity={"backbone": "effnet-lite0", "model": EFFNET_TIMM_NAME, "recipe": RECIPE_VERSION},
+        weights_file=str(path),
+        # A square bicubic resize with no crop: PIL's filter is mirror-symmetric (checked
+        # bit-exact on hundreds of random sizes), so the flip view needs no second resize.
+        mirror_exact=True,
+    )
+
+
+def _load_effnet(shell: Backbone) -> Backbone:
     import timm
 
-    path = Path(weights).expanduser().resolve() if weights is not None else Path(effnet_weights_file())
+    path, device = Path(shell.weights_file), shell.device
     model = timm.create_model(EFFNET_TIMM_NAME, pretrained=False)
     load_by_position(model, _read_state_dict(path), str(path), "EfficientNet-Lite0 (timm tf_efficientnet_lite0)")
     model.eval().to(device)
@@ -223,19 +258,7 @@ def _load_effnet(weights: str | os.PathLike[str] | None, device: torch.device) -
             x = x.contiguous(memory_format=torch.channels_last)
         return model.forward_head(model.forward_features(x), pre_logits=True)
 
-    return Backbone(
-        name="effnet-lite0",
-        model=model,
-        preprocess=effnet_preprocess,
-        embed=embed,
-        dim=int(model.num_features),
-        device=device,
-        identity={"backbone": "effnet-lite0", "model": EFFNET_TIMM_NAME, "recipe": RECIPE_VERSION},
-        weights_file=str(path),
-        # A square bicubic resize with no crop: PIL's filter is mirror-symmetric (checked
-        # bit-exact on hundreds of random sizes), so the flip view needs no second resize.
-        mirror_exact=True,
-    )
+    return replace(shell, model=model, embed=embed, dim=int(model.num_features))
 
 
 # --------------------------------------------------------------------------------------------

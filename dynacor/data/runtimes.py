@@ -46,7 +46,13 @@ import torch
 from PIL import Image
 
 from dynacor import atomic
-from dynacor.data.backbones import Backbone, load_backbone
+from dynacor.data.backbones import (
+    DEFAULT_DECODE,
+    Backbone,
+    describe_effnet,
+    load_backbone,
+    with_decode,
+)
 from dynacor.data.feature_cache import default_cache_dir, weights_digest
 from dynacor.errors import CorruptError, InputError, MissingError
 from dynacor.method.device import pick_device
@@ -82,6 +88,7 @@ _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 _NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 Forward = Callable[[np.ndarray], np.ndarray]
+Builder = Callable[[], Backbone]
 EventHandler = Callable[[dict], None]
 
 
@@ -197,8 +204,11 @@ class _Embed(torch.nn.Module):
 
 
 def exported_model(backbone: Backbone, cache_dir: str | os.PathLike[str] | None = None,
-                   on_event: EventHandler | None = None) -> Path:  # fmt: skip
+                   on_event: EventHandler | None = None, build: Builder | None = None) -> Path:  # fmt: skip
     """The backbone exported to ONNX, from the cache or exported now (a few seconds, once).
+
+    build : gives the backbone with its network, when ``backbone`` is only described
+        (`dynacor.data.backbones.describe_effnet`) and the model is not cached yet
 
     Raises CorruptError when torch cannot export the model (the message says why).
     """
@@ -210,8 +220,8 @@ def exported_model(backbone: Backbone, cache_dir: str | os.PathLike[str] | None 
     if path.is_file():
         return path
     folder.mkdir(parents=True, exist_ok=True)
+    module = _Embed(build() if build is not None else backbone).eval()
     started = time.perf_counter()
-    module = _Embed(backbone).eval()
 
     def write(handle: Any) -> None:
         # nn.MultiheadAttention (CLIP) would take its fused fast path, an operator the exporter
@@ -295,9 +305,11 @@ def relative_difference(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64)).max() / scale)
 
 
-def verdict(backbone: Backbone, path: Path, runtime: str, precision: str, forward: Forward) -> dict[str, Any]:
+def verdict(backbone: Backbone, path: Path, runtime: str, precision: str, forward: Forward,
+            build: Builder | None = None) -> dict[str, Any]:  # fmt: skip
     """How far ``forward`` (the exported model in ``runtime``) is from torch on the probe batch:
-    ``{"max_rel_diff", "ok", ...}``, cached beside the model per runtime version and precision."""
+    ``{"max_rel_diff", "ok", ...}``, cached beside the model per runtime version and precision
+    (``build``: as in `exported_model`, for torch's side when it is not cached)."""
     version = re.sub(r"[^A-Za-z0-9.]+", "_", runtime_version(runtime))  # OpenVINO's holds slashes
     note = path.with_name(f"{path.stem}.{runtime}-{version}-{precision}.json")
     try:
@@ -308,7 +320,7 @@ def verdict(backbone: Backbone, path: Path, runtime: str, precision: str, forwar
         pass
     probe = probe_batch(backbone)
     with torch.inference_mode():
-        expected = backbone.embed(probe).float().numpy()
+        expected = (build() if build is not None else backbone).embed(probe).float().numpy()
     diff = relative_difference(forward(probe.numpy()), expected)
     result = {"runtime": runtime, "version": runtime_version(runtime), "precision": precision,
               "max_rel_diff": diff, "ok": diff <= TOLERANCE, "tolerance": TOLERANCE}  # fmt: skip
@@ -324,6 +336,7 @@ def with_runtime(
     cache_dir: str | os.PathLike[str] | None = None,
     threads: int | None = None,
     on_event: EventHandler | None = None,
+    build: Builder | None = None,
 ) -> Backbone:
     """``backbone`` with its forward pass in ``runtime`` (see the module's docstring).
 
@@ -337,6 +350,8 @@ def with_runtime(
     threads : the runtime's threads (default torch's)
     on_event : receives ``runtime_export`` (a model exported: ``path``, ``seconds``) and
         ``runtime`` (the choice: ``runtime``, ``precision``, ``max_rel_diff``, ``tried``) events
+    build : when ``backbone`` is only described (no network): gives the loaded one, called only
+        if torch runs, or the model or a verdict is not cached yet
 
     Returns
     -------
@@ -350,16 +365,17 @@ def with_runtime(
     CorruptError : a runtime asked for by name whose export failed
     """
     order = candidates(runtime, precision, backbone.device)
+    full = _once(build) if build is not None else None
     tried: dict[str, str] = {}
     for name in order:
         if name == "torch":
             if on_event is not None:
                 on_event({"type": "runtime", "runtime": "torch", "precision": precision, "tried": tried})
-            return backbone
+            return full() if full is not None else backbone
         try:
-            path = exported_model(backbone, cache_dir, on_event)
+            path = exported_model(backbone, cache_dir, on_event, full)
             forward = compile_model(path, name, precision, threads)
-            check = verdict(backbone, path, name, precision, forward)
+            check = verdict(backbone, path, name, precision, forward, full)
         except (CorruptError, RuntimeError) as exc:
             if runtime != "auto":
                 raise
@@ -376,6 +392,18 @@ def with_runtime(
                       "max_rel_diff": check["max_rel_diff"], "model": str(path), "tried": tried})  # fmt: skip
         return _running(backbone, name, precision, forward)
     raise AssertionError("candidates always end in torch or a named runtime")  # pragma: no cover
+
+
+def _once(build: Builder) -> Builder:
+    """``build``, called at most once."""
+    done: list[Backbone] = []
+
+    def get() -> Backbone:
+        if not done:
+            done.append(build())
+        return done[0]
+
+    return get
 
 
 def _running(backbone: Backbone, runtime: str, precision: str, forward: Forward) -> Backbone:
@@ -406,6 +434,12 @@ def load(
     if runtime in EXPORTED_RUNTIMES and device == "auto":
         device = "cpu"
     device = pick_device(device) if not isinstance(device, torch.device) else device
-    candidates(runtime, precision, device)  # a runtime that is missing fails before the weights load
-    backbone = load_backbone(name, device=device, **backbone_options)
-    return with_runtime(backbone, runtime, precision, cache_dir=cache_dir, threads=threads, on_event=on_event)
+    order = candidates(runtime, precision, device)  # a runtime that is missing fails before the weights load
+    options = {"cache_dir": cache_dir, "threads": threads, "on_event": on_event}
+    if name == "effnet-lite0" and order[0] != "torch":
+        # Described without its network: built only if the exported model or a check is missing.
+        shell = with_decode(describe_effnet(backbone_options.get("weights"), device),
+                            backbone_options.get("decode", DEFAULT_DECODE))  # fmt: skip
+        return with_runtime(shell, runtime, precision, **options,
+                            build=lambda: load_backbone(name, device=device, **backbone_options))  # fmt: skip
+    return with_runtime(load_backbone(name, device=device, **backbone_options), runtime, precision, **options)
