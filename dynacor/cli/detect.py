@@ -39,6 +39,10 @@ class EpochTable:
                 eta_text = f", {eta:.0f} s left" if eta is not None else ""
                 print(f"  features {event['done']}/{event['total']} images ({event.get('images_per_s') or 0:.1f}/s{eta_text})",
                       file=out)  # fmt: skip
+        elif kind in ("runtime", "runtime_export"):
+            from dynacor.data.runtimes import describe
+
+            print(f"  features: {describe(event)}", file=out)
         elif kind == "warning":
             print(f"warning: {event['message']}", file=out)
         elif kind == "skipped":

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from dynacor.cli.options import add_runtime_arguments
+from dynacor.data import runtimes
 from dynacor.data.backbones import FROZEN_BACKBONES
 from dynacor.data.extract import (
     DEFAULT_CPUS_PER_ACTOR,
@@ -146,22 +147,8 @@ class ProgressPrinter:
                 f"{resumed}; {event['where']}, {event['precision']}",
                 file=sys.stderr,
             )
-        elif kind == "runtime":
-            if event["runtime"] == "torch":
-                tried = "; ".join(f"{k}: {v}" for k, v in event["tried"].items())
-                note = f" ({tried})" if tried else ""
-                print(f"features: backbone on torch{note}", file=sys.stderr)
-            else:
-                print(
-                    f"features: backbone on {event['runtime']} {event['version'].split('-')[0]} "
-                    f"({event['precision']}; {event['max_rel_diff']:.1e} from torch on a probe batch)",
-                    file=sys.stderr,
-                )
-        elif kind == "runtime_export":
-            print(
-                f"features: backbone exported in {event['seconds']:.1f} s -> {event['path']}",
-                file=sys.stderr,
-            )
+        elif kind in ("runtime", "runtime_export"):
+            print(f"features: {runtimes.describe(event)}", file=sys.stderr)
         elif kind == "skipped":
             for f in event["files"]:
                 print(f"warning: skipped {f['path']}: {f['reason']}", file=sys.stderr)

@@ -394,6 +394,17 @@ def with_runtime(
     raise AssertionError("candidates always end in torch or a named runtime")  # pragma: no cover
 
 
+def describe(event: dict) -> str:
+    """One line for a ``runtime`` or ``runtime_export`` event, as the CLI prints it."""
+    if event["type"] == "runtime_export":
+        return f"backbone exported in {event['seconds']:.1f} s -> {event['path']}"
+    if event["runtime"] == "torch":
+        tried = "; ".join(f"{k}: {v}" for k, v in event["tried"].items())
+        return "backbone on torch" + (f" ({tried})" if tried else "")
+    return (f"backbone on {event['runtime']} {event['version'].split('-')[0]} ({event['precision']}; "
+            f"{event['max_rel_diff']:.1e} from torch on a probe batch)")  # fmt: skip
+
+
 def _once(build: Builder) -> Builder:
     """``build``, called at most once."""
     done: list[Backbone] = []
