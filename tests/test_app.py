@@ -464,6 +464,8 @@ def test_a_scratch_run_started_in_the_app_equals_the_cli_run(env, tmp_path):
     at.selectbox(key="source_kind").set_value("builtin")
     at.slider(key="per_class").set_value(10)
     at.selectbox(key="backbone").set_value("scratch")
+    assert at.selectbox(key="runtime").value == "auto" and "openvino" in at.selectbox(key="runtime").options
+    at.selectbox(key="runtime").set_value("torch")
     at.selectbox(key="classifier").set_value("scratch-cnn")
     at.number_input(key="epochs").set_value(3)
     at.number_input(key="encoder_epochs").set_value(1)
@@ -478,6 +480,8 @@ def test_a_scratch_run_started_in_the_app_equals_the_cli_run(env, tmp_path):
                  "--epochs", "3", "--encoder-epochs", "1", "--out", str(cli_dir), "--quiet"]) == 0  # fmt: skip
     app_run, cli_run = (json.loads((d / "run.json").read_text()) for d in (job.run_dir, cli_dir))
     assert app_run["config"] == cli_run["config"]
+    # The Run page's runtime reaches the run's request.
+    assert runstore.read_config(job.run_dir)["source"]["spec"]["runtime"] == "torch"
     assert app_run["config"]["lr"] == 0.1 and app_run["config"]["schedule"] == "multistep"
     assert app_run["config"]["alpha"] == 0.05 and app_run["config"]["classifier"] == "scratch-cnn"
     app_samples, cli_samples = (pd.read_csv(d / "samples.csv") for d in (job.run_dir, cli_dir))

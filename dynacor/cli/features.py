@@ -80,13 +80,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         metavar="W",
-        help="in-process: decoding processes (default one per core)",
+        help="in-process: decoding processes (default: one per core on a GPU; on the CPU the cores "
+        "--threads leaves to them, at least one)",
     )
     parser.add_argument(
         "--threads",
         type=int,
         default=0,
-        help="in-process: torch threads (default one per core, at most 8)",
+        help="in-process: threads of the backbone, in torch or the runtime (default one per core, "
+        "at most 8)",
     )
     parser.add_argument(
         "--cpus-per-actor",

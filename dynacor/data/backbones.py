@@ -341,12 +341,25 @@ def _image_size(model: torch.nn.Module) -> tuple[int, int]:
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
-def default_workers(device: torch.device | None = None) -> int:
-    """Decoding processes for extraction: one per available core."""
+def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def default_workers(device: torch.device | None = None) -> int:
+    """Decoding processes for extraction: on a GPU one per core; on the CPU the cores the
+    backbone's threads leave (torch's thread count, which the runtimes take too), at least one.
+
+    On the CPU the forward pass is the work: decoding and resizing a small image takes about a
+    tenth of its two forward passes even in OpenVINO (docs/large-data.md#throughput), so a
+    worker per core would only take turns with the backbone's threads for the same cores.
+    """
+    cores = available_cores()
+    if device is not None and device.type != "cpu":
+        return cores
+    return max(1, cores - torch.get_num_threads())
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -480,7 +493,8 @@ def iter_features(
     views : a non-empty subset of ``("orig", "flip")``
     indices : the rows to extract (default all)
     batch_size : images per forward pass (default `default_batch_size`)
-    num_workers : decoding processes (default `default_workers`, at most one per batch; 0 decodes
+    num_workers : decoding processes (default `default_workers` for the backbone's device, at most
+        one per batch; 0 decodes
         in this process)
     amp : float16 autocast; default on for CUDA, off elsewhere
     """
@@ -490,7 +504,7 @@ def iter_features(
     rows = np.arange(len(dataset), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     size = batch_size or default_batch_size(backbone.device)
     batches = [rows[i : i + size].tolist() for i in range(0, rows.size, size)]
-    workers = min(default_workers() if num_workers is None else num_workers, len(batches))
+    workers = min(default_workers(backbone.device) if num_workers is None else num_workers, len(batches))
     cuda = backbone.device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         _Decoded(dataset, backbone, views),

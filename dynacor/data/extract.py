@@ -18,8 +18,10 @@ removed.
 
 Where things run:
 
-- In this process (default): DataLoader workers, one per core with one thread each, decode and
-  preprocess images while the backbone runs (`dynacor.data.backbones.iter_features`).
+- In this process (default): DataLoader workers (one thread each; on a GPU one per core, on the
+  CPU the cores the backbone's threads leave, at least one) decode and preprocess images while
+  the backbone runs (`dynacor.data.backbones.iter_features`), in torch or a runtime
+  (`dynacor.data.runtimes`).
 - On Ray (``ray="auto"`` or an address): the list of images becomes a Ray dataset, one block per
   shard, and the backbone runs in an actor pool (``map_batches`` with a class that loads it once
   per actor). With GPUs: one actor per GPU, images decoded in CPU tasks before it. Without: one
@@ -511,7 +513,7 @@ def extract_to_dir(
     device : in-process only: ``auto``, ``cpu``, ``cuda`` or ``mps``
     batch_size : images per forward pass (default 128 on CPU, 256 on a GPU)
     shard_size : input rows per shard: the unit of resuming
-    num_workers : in-process decoding processes (default one per core)
+    num_workers : in-process decoding processes (default `dynacor.data.backbones.default_workers`)
     amp : float16 autocast on CUDA (part of the plan: a run resumes only at the same precision)
     ray : None runs in this process; ``auto`` (a running cluster, else a local one) or a cluster
         address runs the backbone on Ray
