@@ -64,7 +64,7 @@ def test_features_command_matches_the_existing_path(
     code = main([*args, "--runtime", "torch"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
-    assert "20 images x 1280 (plain,flip), 0 skipped, 3 shard(s)" in printed.out
+    assert "20 images x 1280 (plain,flip), 0 skipped, 3 shard(s), runtime torch" in printed.out
     data = load_feature_dir(out)
     assert np.array_equal(data.features, reference["orig"])
     assert np.array_equal(data.features_aug, reference["flip"])

@@ -220,6 +220,6 @@ def cmd_features(args: argparse.Namespace) -> int:
     print(
         f"dynacor: {summary['num_samples']} images x {summary['dim']} ({','.join(summary['views'])}), "
         f"{len(summary['skipped'])} skipped, {summary['shards']} shard(s){resumed}, "
-        f"{summary['seconds']:.1f} s{speed} -> {summary['out']}"
+        f"runtime {summary['runtime']}, {summary['seconds']:.1f} s{speed} -> {summary['out']}"
     )
     return EXIT_OK

@@ -528,7 +528,7 @@ def extract_to_dir(
     Returns
     -------
     ``{"out", "num_samples", "dim", "views", "skipped", "shards", "shards_before",
-    "shards_extracted", "seconds", "images_per_s", "where"}``
+    "shards_extracted", "seconds", "images_per_s", "where", "runtime", "precision"}``
 
     Raises
     ------
@@ -594,6 +594,7 @@ def extract_to_dir(
             "views": list(views),
             "shards": plan.num_shards,
             "where": where,
+            "runtime": model.runtime,
             "precision": precision,
         }
         if state == "complete":
