@@ -17,7 +17,7 @@ from dynacor.data import runtimes
 from dynacor.data.backbones import effnet_preprocess, extract_features, load_backbone
 from dynacor.data.feature_cache import FeatureCache, cache_key, cached_features
 from dynacor.data.sources import load_builtin_sample
-from dynacor.errors import InputError, MissingError
+from dynacor.errors import CorruptError, InputError, MissingError
 
 PER_CLASS = 10  # the built-in sample's first 10 images per class: 100 images, 200 forward passes
 EXPORTED = ("openvino", "onnxruntime")
@@ -223,3 +223,23 @@ def test_a_cached_export_needs_no_network(effnet, cache, pixels, tmp_path) -> No
     assert len(list((fresh / runtimes.EXPORTED).glob("*.onnx"))) == 1
     with pytest.raises(MissingError, match="no such weights file"):
         runtimes.load("effnet-lite0", runtime="onnxruntime", device="cpu", weights=tmp_path / "absent.pt")
+
+
+def test_auto_falls_back_to_torch_when_an_export_fails(effnet, monkeypatch, tmp_path) -> None:
+    if not any(runtimes.installed(r) for r in EXPORTED):
+        pytest.skip("neither OpenVINO nor ONNX Runtime is installed: auto is torch")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("an operator the exporter does not know")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    events: list[dict] = []
+    backbone = runtimes.with_runtime(effnet, "auto", cache_dir=tmp_path, on_event=events.append)
+    assert backbone is effnet
+    tried = events[-1]["tried"]
+    assert events[-1]["runtime"] == "torch" and all("could not export to ONNX" in why for why in tried.values())
+    assert "backbone on torch (" in runtimes.describe(events[-1])
+    assert not list((tmp_path / runtimes.EXPORTED).glob("*"))  # nothing half-written is left
+    named = next(r for r in EXPORTED if runtimes.installed(r))
+    with pytest.raises(CorruptError, match=r"effnet-lite0: could not export to ONNX \(RuntimeError: an operator"):
+        runtimes.with_runtime(effnet, named, cache_dir=tmp_path)
