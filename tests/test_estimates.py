@@ -20,12 +20,16 @@ from dynacor.method.estimates import (
     noise_rate_from_probs,
     off_diagonal,
     quality_at_cut,
+    systematic_margin,
     threshold_for_target,
     window_epochs,
 )
 from dynacor.method.featureset import FeatureSet
+from dynacor.method.noise import synthetic_labels
 from dynacor.method.pipeline import run
 from dynacor.method.validate import check_config
+from dynacor.runs.bench import load_half
+from tests.conftest import make_blobs
 
 
 def noisy_probs(n: int, c: int, eta: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,3 +189,87 @@ def test_target_precision_on_the_dev_worse_labels_keeps_its_promise(shared_data:
     truly_noisy = samples["is_noisy"].astype(bool)
     assert (flagged & truly_noisy).sum() / flagged.sum() >= 0.85
     assert record["estimates"]["precision"]["value"] >= 0.9 - 1e-9
+
+
+def test_the_margin_grows_as_the_samples_per_class_shrink():
+    assert systematic_margin(50_000, 10, 0.08, 1.9) == 0.08  # the allowance measured at 500 per class
+    assert systematic_margin(2000, 10, 0.08, 1.9) == pytest.approx(1.9 / np.sqrt(200))
+    assert systematic_margin(400, 10, 0.08, 1.9) > 0.2 > systematic_margin(2000, 10, 0.08, 1.9)
+    assert systematic_margin(400, 10, 0.08, 0.0) == 0.08
+    with pytest.raises(InputError, match="estimate_withhold"):
+        check_config(DynaCorConfig(estimate_withhold=0.0))
+
+
+def test_too_few_samples_per_class_withhold_the_estimates_and_say_why():
+    """40 samples per class: the estimates could be off by 30 points; the run says so instead of
+    showing them, and the flags stay what they are."""
+    blobs = make_blobs(n=120, c=3, seed=1)
+    config = DynaCorConfig(seed=0, epochs=8, encoder_epochs=2, estimate_bootstrap=30, explain_neighbours=0)
+    withheld = run(config, small_set(blobs))
+    assert withheld.estimates is None and withheld.estimate_parts is None
+    assert [w for w in withheld.warnings if "no self-estimates" in w and "40 samples per class" in w]
+    assert "estimated precision" not in withheld.summary()
+    shown = run(config.replace(estimate_withhold=1.0), small_set(blobs))
+    assert shown.estimates["margin"] == pytest.approx(1.9 / np.sqrt(40))
+    np.testing.assert_array_equal(withheld.flagged, shown.flagged)
+    targeted = run(config.replace(target_precision=0.9), small_set(blobs))
+    assert targeted.threshold == 0.5 and [w for w in targeted.warnings if "was not applied" in w]
+    np.testing.assert_array_equal(targeted.flagged, withheld.flagged)
+
+
+def truth_at_cut(flagged: np.ndarray, given: np.ndarray, clean: np.ndarray) -> dict[str, float]:
+    noisy = given != clean
+    hits = float((flagged & noisy).sum())
+    return {"noise_rate": float(noisy.mean()), "precision": hits / max(int(flagged.sum()), 1),
+            "recall": hits / max(int(noisy.sum()), 1)}  # fmt: skip
+
+
+def held(estimates: dict, truth: dict[str, float]) -> list[bool]:
+    return [estimates[k]["low"] <= truth[k] <= estimates[k]["high"] for k in ("noise_rate", "precision", "recall")]
+
+
+def test_on_small_subsets_of_unseen_data_the_intervals_hold_the_truth_or_are_withheld(shared_data: Path):
+    """The report half of the dev file (never used to choose the margin), 400 and 2,000 samples,
+    four kinds of noise, two seeds: at 400 the estimates are withheld; at 2,000 the 95% intervals
+    hold the truth at about their stated rate."""
+    data, extra = load_half(shared_data / "cifar10_effl0_dev.npz", ["human:worse_labels"], "report")
+    config = DynaCorConfig(estimate_bootstrap=100, explain_neighbours=0, suggest_neighbours=0)
+    holds = []
+    for n, seeds, kinds in ((400, (0,), ("sym:0.2", "worse")), (2000, (0, 1), ("sym:0.2", "asym:0.2", "inst:0.3", "worse"))):
+        for seed in seeds:
+            rng = np.random.default_rng(100 + seed)
+            rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(data.clean_labels == c), n // 10, replace=False)
+                                           for c in range(10)]))  # fmt: skip
+            subset = data.subset(rows)
+            for kind in kinds:
+                given = (extra["worse_labels"][rows] if kind == "worse"
+                         else synthetic_labels(kind, subset.clean_labels, 10, seed, subset.features))  # fmt: skip
+                result = run(config.replace(seed=seed), subset.with_labels(given))
+                if n == 400:
+                    assert result.estimates is None and [w for w in result.warnings if "no self-estimates" in w]
+                    continue
+                holds += held(result.estimates, truth_at_cut(result.flagged, given, subset.clean_labels))
+    assert np.mean(holds) >= 0.9, f"{sum(holds)} of {len(holds)} intervals hold the truth"
+
+
+def test_the_built_in_sample_never_shows_estimates_that_miss_the_truth(shared_data: Path):
+    """The newcomer's first run (40 images per class, sym:0.2) and the whole sample (200 per class):
+    withheld, or every interval holds the truth. The sample's features are the dev file's rows of
+    the same images (sample_data/README.md)."""
+    from dynacor.data.sources import load_builtin_sample
+
+    with np.load(shared_data / "cifar10_effl0_dev.npz") as dev:
+        row_of = {int(i): k for k, i in enumerate(dev["ids"])}
+        features, features_aug = dev["features"], dev["features_aug"]
+    for per_class, seeds in ((40, (0, 1)), (200, (0,))):
+        for seed in seeds:
+            sample = load_builtin_sample(seed=seed, per_class=per_class)
+            rows = np.array([row_of[int(i)] for i in sample.ids])
+            data = FeatureSet(features=features[rows], features_aug=features_aug[rows], labels=sample.labels,
+                              clean_labels=sample.clean_labels, ids=np.asarray(sample.ids))  # fmt: skip
+            result = run(DynaCorConfig(seed=seed, estimate_bootstrap=100, explain_neighbours=0), data)
+            if result.estimates is None:
+                assert per_class == 40 and [w for w in result.warnings if "no self-estimates" in w]
+                continue
+            truth = truth_at_cut(result.flagged, sample.labels, sample.clean_labels)
+            assert all(held(result.estimates, truth)), (per_class, seed, result.estimates, truth)

@@ -99,9 +99,13 @@ class DynaCorConfig:
     noise_window: tuple[float, float] = (0.07, 0.27)  # epochs 2-7 of 30
     recall_window: tuple[float, float] = (0.0, 0.17)  # epochs 0-4 of 30
     estimate_bootstrap: int = 200  # resamples for the sampling part of each interval
-    # Added to both sides of each interval: the largest error of the estimates on the tuning half
-    # (7.9 points), which resampling cannot see.
+    # Added to both sides of each interval for the error resampling cannot see: the largest error of
+    # the estimates on the tuning half (7.9 points) at its 500 samples per class, and on fewer
+    # samples per class scale / sqrt(N / C) (estimates.systematic_margin; fitted on the tuning half
+    # at 40-400 per class). Above estimate_withhold the run shows no estimates, with a warning.
     estimate_margin: float = 0.08
+    estimate_margin_scale: float = 1.9
+    estimate_withhold: float = 0.2
     # Below this estimated precision at the cut the run warns: either most flags are false alarms or
     # the classifier learned the wrong labels before the windows (many near-duplicates sharing a
     # wrong label: docs/estimates.md). The dev settings and annotators estimate 37-93%; the 1M

@@ -26,8 +26,10 @@ from dynacor.method.estimates import (
     noise_rate_draws,
     off_diagonal,
     quality_at_cut,
+    systematic_margin,
     threshold_for_target,
     window_epochs,
+    withheld_warning,
 )
 from dynacor.method.featureset import FeatureSet
 from dynacor.method.knn import label_votes, neighbours_of
@@ -415,7 +417,18 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
     warnings = list(fit.warnings)
     threshold, estimates, estimate_parts = 0.5, None, None
     targeted = config.target_precision is not None or config.target_recall is not None
-    if dynamics.window_probs is not None and dynamics.estimate_rows is not None:
+    recorded = dynamics.window_probs is not None and dynamics.estimate_rows is not None
+    margin = None
+    if recorded:
+        num_classes = int(np.shape(dynamics.window_probs)[-1])
+        margin = systematic_margin(n, num_classes, config.estimate_margin, config.estimate_margin_scale)
+        if margin > config.estimate_withhold:
+            recorded = False
+            warnings.append(withheld_warning(n, num_classes, margin, config.estimate_withhold))
+            if targeted:
+                warnings.append("the target precision or recall was not applied (it chooses the cut from the "
+                                "self-estimates, withheld here): the cut is the paper's, 0.5")  # fmt: skip
+    if recorded:
         rows = np.asarray(dynamics.estimate_rows)
         probs_noise, probs_recall = (np.asarray(w, dtype=np.float64) for w in dynamics.window_probs)
         given_rows = np.asarray(dynamics.given_labels)[rows]
@@ -426,12 +439,11 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
             threshold, target_warning = threshold_for_target(curve, config.target_precision, config.target_recall)
             if target_warning is not None:
                 warnings.append(target_warning)
-        estimates = quality_at_cut(q[rows], off, eta, eta_draws, threshold, rng=estimate_rng,
-                                   margin=config.estimate_margin)
+        estimates = quality_at_cut(q[rows], off, eta, eta_draws, threshold, rng=estimate_rng, margin=margin)
         estimates["curve"] = curve
         estimate_parts = {"rows": rows, "off": off, "eta_draws": eta_draws,
                           "window_probs": np.asarray(dynamics.window_probs)}  # fmt: skip
-    elif targeted:
+    elif targeted and margin is None:
         from dynacor.errors import InputError
 
         raise InputError(dynamics.source.get("file", "<arrays>"), "window_probs", "recorded (a target precision or "

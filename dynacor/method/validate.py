@@ -69,6 +69,9 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
     need(isinstance(config.estimate_bootstrap, int) and config.estimate_bootstrap >= 0, "estimate_bootstrap",
          "an integer >= 0")  # fmt: skip
     non_negative("estimate_margin")
+    non_negative("estimate_margin_scale")
+    need(isinstance(config.estimate_withhold, (int, float)) and 0.0 < config.estimate_withhold <= 1.0,
+         "estimate_withhold", "a fraction in (0, 1]")  # fmt: skip
     need(isinstance(config.estimate_precision_floor, (int, float)) and 0.0 <= config.estimate_precision_floor <= 1.0,
          "estimate_precision_floor", "a fraction in [0, 1]")  # fmt: skip
     for name in ("noise_window", "recall_window", "suggest_window"):
