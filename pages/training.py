@@ -192,8 +192,9 @@ def estimates_section(info: dict) -> None:
         "it learns the wrong labels"
         + (f" (on {rows:,} of the {total:,} samples)" if 0 < rows < total else "")
         + f". Each interval is a {100 * float(estimates.get('confidence', 0.95)):.0f}% bootstrap interval "
-        f"widened by {margin:.0f} points on both sides: the largest systematic error the estimates showed "
-        "on the tuning half of the dev benchmark, which resampling cannot see. Under asymmetric or "
+        f"widened by {margin:.0f} points on both sides: the systematic error the estimates showed on the "
+        "tuning half of the dev benchmark at this many samples per class (wider on fewer; under about 90 per "
+        "class they are withheld), which resampling cannot see. Under asymmetric or "
         "structured noise (wrong labels that follow a pattern, e.g. one class often swapped for another) "
         "the early classifier learns the pattern as if it were true, and the estimates can miss by more "
         "than the interval: see \"Where it is biased\" in docs/estimates.md in the repository."
