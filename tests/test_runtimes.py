@@ -144,7 +144,7 @@ def test_exported_model_is_reused_and_keyed(effnet, cache) -> None:
     # Each runtime's check against torch is kept beside the model, per version and precision.
     runtimes.with_runtime(effnet, "onnxruntime", cache_dir=cache)
     version = runtimes.runtime_version("onnxruntime")
-    assert path.with_name(f"{path.stem}.onnxruntime-{version}-float32.json").is_file()
+    assert path.with_name(f"{path.stem}.onnxruntime-{version}-float32-v{runtimes.CHECK_VERSION}.json").is_file()
 
 
 def test_runtime_and_precision_enter_the_feature_cache_key(effnet, cache) -> None:
