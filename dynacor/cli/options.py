@@ -28,6 +28,11 @@ from dynacor.method.nets import SCHEDULES
 from dynacor.runs.request import SCRATCH_DEFAULTS
 
 
+def listed(registry: dict[str, str]) -> str:
+    """A registry's choices and what each means, for an argparse help text (which formats ``%``)."""
+    return "; ".join(f"{k}: {v}" for k, v in registry.items()).replace("%", "%%")
+
+
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """The data source options of ``detect``."""
     group = parser.add_argument_group("data source (default: the built-in sample)")
@@ -69,15 +74,15 @@ def add_runtime_arguments(group: argparse._ActionsContainer) -> None:
     """Where a frozen backbone runs and how images are decoded (``detect`` and ``features``)."""
     group.add_argument("--runtime", choices=tuple(RUNTIMES), default=DEFAULT_RUNTIME,
                        help="image sources, frozen backbones: where the forward pass runs; "
-                       + "; ".join(f"{k}: {v}" for k, v in RUNTIMES.items())
+                       + listed(RUNTIMES)
                        + f" (default {DEFAULT_RUNTIME}; features are cached per runtime; OpenVINO and "
                        "ONNX Runtime: pip install 'dynacor[runtimes]')")  # fmt: skip
     group.add_argument("--compute-precision", choices=tuple(COMPUTE_PRECISIONS), default=DEFAULT_COMPUTE_PRECISION,
                        help="the forward pass's arithmetic (features are stored as float16 either way); "
-                       + "; ".join(f"{k}: {v}" for k, v in COMPUTE_PRECISIONS.items())
+                       + listed(COMPUTE_PRECISIONS)
                        + f" (default {DEFAULT_COMPUTE_PRECISION})")  # fmt: skip
     group.add_argument("--decode", choices=tuple(DECODES), default=DEFAULT_DECODE,
-                       help="how image files are decoded; " + "; ".join(f"{k}: {v}" for k, v in DECODES.items())
+                       help="how image files are decoded; " + listed(DECODES)
                        + f" (default {DEFAULT_DECODE})")  # fmt: skip
 
 
