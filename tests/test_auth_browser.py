@@ -163,6 +163,9 @@ def test_annotator_reviews_under_the_signed_in_identity_and_cannot_start(team):
         goto(page, url, "review")
         first = card_id(page)
         expect(page.get_by_label("Your name (stored with every decision)")).to_have_count(0)
+        # K is the Keep button's shortcut: it exists once the button has rendered (a loaded
+        # machine draws the heading well before the card's buttons)
+        expect(page.get_by_role("button", name="Keep label")).to_be_visible(timeout=TIMEOUT_MS)
         page.locator("h1").first.click()
         page.keyboard.press("k")
         expect(page.locator("h4", has_text="id ").first).not_to_have_text(first, timeout=TIMEOUT_MS)
