@@ -83,7 +83,7 @@ ONNX_OPSET = 17
 EXPORT_VERSION = 1
 EXPORTED = "exported"
 # Bump when how a runtime runs the model changes, so its checks are made again.
-CHECK_VERSION = 2
+CHECK_VERSION = 3
 PROBE_IMAGES = 4
 INSTALL_HINT = "pip install 'dynacor[runtimes]'"
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
@@ -274,10 +274,13 @@ def compile_model(path: str | os.PathLike[str], runtime: str, precision: str = D
     if runtime == "openvino":
         core = module.Core()
         # Streams of a thread or two, each running a part of the batch, keep the cores busier
-        # than one stream over all of them (about 6% more passes/s on 2 cores). The precision
-        # hint is set for float32 too: OpenVINO would choose bf16 by itself on CPUs with AMX.
+        # than one stream over all of them (about 5% more passes/s on 2 cores). Threads not
+        # pinned to cores: a pinned thread waits while a decoding worker (or anything else) runs
+        # on its core, and its stream with it (half the images/s on a shared 2-core machine).
+        # The precision hint is set for float32 too: OpenVINO would choose bf16 by itself on
+        # CPUs with AMX.
         compiled = core.compile_model(core.read_model(str(path)), "CPU", {
-            "INFERENCE_NUM_THREADS": n, "PERFORMANCE_HINT": "THROUGHPUT",
+            "INFERENCE_NUM_THREADS": n, "PERFORMANCE_HINT": "THROUGHPUT", "ENABLE_CPU_PINNING": False,
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         })  # fmt: skip
         requests = [compiled.create_infer_request() for _ in range(int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))]
