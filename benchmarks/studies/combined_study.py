@@ -83,7 +83,7 @@ def main() -> None:
         for seed in parse_seeds(args.seeds):
             given = setting_labels(data, setting, seed, extra)
             noisy = given != data.clean_labels
-            result = run(DynaCorConfig(seed=seed), data.with_labels(given))
+            result = run(DynaCorConfig(seed=seed, combine="none"), data.with_labels(given))
             window_probs = np.asarray(result.estimate_parts["window_probs"], dtype=np.float64)
             assert window_probs.shape[1] == len(given), "estimate_rows must cover every original"
             row = {"setting": name, "seed": seed}

@@ -7,28 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from dynacor.method.probe import C_DEFAULT, stratified_folds
+
 # lbfgs iterations allowed per fold; see `cross_val_probs` for what convergence takes.
 MAX_ITER = 1000
-# Inverse L2 strength of the logistic regression, chosen on the dev file's tuning half
-# (benchmarks/studies/cl_c_study.py, docs/studies/cl-c.md): scikit-learn's C = 1 fits the wrong labels of
-# 1,280-d features (average F1 58.6 there), C = 3e-4 does not (73.2).
-C_DEFAULT = 3e-4
-
-
-def stratified_folds(
-    labels: np.ndarray, num_classes: int, folds: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) index arrays of stratified K-fold, shuffled with ``seed``.
-
-    Every sample is in exactly one test fold. The smallest class bounds the number of folds (at
-    least 2), as scikit-learn's `StratifiedKFold` requires.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    y = np.asarray(labels, dtype=np.int64)
-    k = int(min(folds, np.bincount(y, minlength=num_classes)[np.unique(y)].min()))
-    splitter = StratifiedKFold(n_splits=max(2, k), shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros((y.shape[0], 1)), y))
 
 
 def cross_val_probs(

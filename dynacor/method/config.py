@@ -112,7 +112,17 @@ class DynaCorConfig:
     # synthetic scale rows 4%.
     estimate_precision_floor: float = 0.25
 
-    # 8. The cut: flagged = q_noisy > threshold. The paper's 0.5 unless one target is set, then
+    # 8. The score the cut reads (dynacor.method.combine, issue 23). "probe+early": the ranks of
+    # DynaCor's cluster score, a cross-fitted linear probe's normalised margin (probe_c, probe_folds:
+    # confident learning's tuned logistic regression) and the early softmax's, summed, each given
+    # class cut at cleanlab's class-pair counts; "early": without the probe (what runs without
+    # features fall back to); "none": DynaCor's cluster probability alone, the paper's score.
+    # Chosen on the dev file's tuning half (docs/studies/combined.md).
+    combine: str = "probe+early"
+    probe_c: float = 3e-4
+    probe_folds: int = 5
+
+    # 9. The cut: flagged = q_noisy > threshold. The paper's 0.5 unless one target is set, then
     # the cut whose estimated precision (or recall) meets it.
     target_precision: float | None = None
     target_recall: float | None = None

@@ -14,6 +14,7 @@ import torch
 from dynacor.errors import Cancelled
 from dynacor.method.classifier import HeadDynamics, train_head
 from dynacor.method.clustering import flagged_share_warning
+from dynacor.method.combine import combined_score, describe_detector
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.corruption import make_copies
 from dynacor.method.device import pick_device, set_threads
@@ -35,6 +36,7 @@ from dynacor.method.featureset import FeatureSet
 from dynacor.method.knn import label_votes, neighbours_of
 from dynacor.method.metrics import detection_metrics
 from dynacor.method.noise import noise_rate, synthetic_labels
+from dynacor.method.probe import cross_fitted_probe
 from dynacor.method.suggest import (
     NUM_CANDIDATES,
     SOURCE_EARLY,
@@ -64,7 +66,10 @@ class Result:
     candidates : (N, K) int64, the K most likely other classes, most likely first (the first is
         the suggestion; -1 pads); candidate_probs : (N, K) float32 (NaN pads), the early softmax's,
         or for flagged rows mixed with their neighbours' votes (`dynacor.method.suggest.with_votes`)
-    q_noisy : (N,) float32, noisy score
+    q_noisy : (N,) float32, noisy score: the combined detector's (`dynacor.method.combine`, named in
+        ``info["detector"]``), or DynaCor's cluster probability when ``config.combine`` is "none"
+    cluster_score : (N,) float32 or None, DynaCor's noisy-cluster probability where ``q_noisy`` is
+        the combined score
     flagged : (N,) bool, ``q_noisy > threshold``
     threshold : the cut: 0.5 (the paper's) unless a target precision or recall chose another
     estimates : the self-estimates of the cut (`dynacor.method.estimates.quality_at_cut`:
@@ -114,6 +119,7 @@ class Result:
     estimate_parts: dict[str, np.ndarray] | None = None
     candidates: np.ndarray | None = None
     candidate_probs: np.ndarray | None = None
+    cluster_score: np.ndarray | None = None
 
     @property
     def num_samples(self) -> int:
@@ -144,6 +150,8 @@ class Result:
                 "cluster": np.where(self.flagged, "noisy", "clean"),
             }
         )
+        if self.cluster_score is not None:
+            frame["cluster_score"] = self.cluster_score.astype(np.float64).round(6)
         if self.candidates is not None:
             # Parquet keeps lists; the run store writes them to CSV as space-separated text.
             keep = self.candidates >= 0
@@ -239,6 +247,13 @@ def run(
         head = _train_from_scratch(config, data, labels_all, copies.pair, head_gen, device, on_epoch, stop_check,
                                    estimate_rows, windows, suggest_window)  # fmt: skip
     timings["classifier"] = _stage_end(emit, "classifier", t)
+    probe_probs = None
+    if config.combine == "probe+early" and config.classifier == "mlp" and _covers_all(estimate_rows, n) \
+            and head.window_probs is not None:
+        started = time.perf_counter()
+        probe_probs = cross_fitted_probe(data.features, given, num_classes, folds=config.probe_folds,
+                                         seed=config.seed, c=config.probe_c, device=device)  # fmt: skip
+        timings["probe"] = time.perf_counter() - started
 
     dynamics = Dynamics(
         margins_all=head.margins, prob_given_all=head.prob_given, candidates=head.candidates,
@@ -246,7 +261,7 @@ def run(
         copy_pair=copies.pair, copy_labels=copies.labels, given_labels=given, clean_labels=data.clean_labels,
         ids=data.sample_ids(), class_names=data.class_names, paths=data.paths, source=dict(data.source),
         classifier_epochs=head.epochs, estimate_rows=estimate_rows if head.window_probs is not None else None,
-        window_probs=head.window_probs,
+        window_probs=head.window_probs, probe_probs=probe_probs,
     )  # fmt: skip
     info = {"num_classes": num_classes, "num_epochs": config.epochs, "realised_noise_rate": realised,
             "device": str(device), "threads": threads}  # fmt: skip
@@ -312,6 +327,8 @@ class Dynamics:
     estimate_rows : (R,) int64 or None, originals ``window_probs`` covers
     window_probs : (2, R, C) float or None, their softmax averaged over the noise and the recall
         windows (`DynaCorConfig.noise_window`, ``recall_window``): the self-estimates read them
+    probe_probs : (N, C) float or None, a cross-fitted linear probe's probabilities
+        (`dynacor.method.probe`), which the combined score reads (`dynacor.method.combine`)
     """
 
     margins_all: np.ndarray
@@ -331,6 +348,7 @@ class Dynamics:
     classifier_epochs: list[dict] = field(default_factory=list)
     estimate_rows: np.ndarray | None = None
     window_probs: np.ndarray | None = None
+    probe_probs: np.ndarray | None = None
 
 
 def detect(
@@ -413,7 +431,9 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
 
     # Report.
     t = _stage_start(emit, "report")
-    q = fit.q_noisy[:n]
+    q_cluster = fit.q_noisy[:n]
+    q, combined = _combined_score(config, dynamics, q_cluster)
+    info["detector"] = describe_detector(combined)
     warnings = list(fit.warnings)
     threshold, estimates, estimate_parts = 0.5, None, None
     targeted = config.target_precision is not None or config.target_recall is not None
@@ -477,7 +497,8 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         copy_pair=dynamics.copy_pair,
         copy_labels=dynamics.copy_labels,
         margins_all=margins,
-        q_noisy_all=fit.q_noisy,
+        q_noisy_all=np.concatenate([q, fit.q_noisy[n:]]).astype(np.float32),
+        cluster_score=np.asarray(q_cluster, dtype=np.float32) if combined != "none" else None,
         representations_all=fit.representations,
         classifier_epochs=dynamics.classifier_epochs,
         encoder_epochs=fit.epochs,
@@ -493,6 +514,26 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         estimates=estimates,
         estimate_parts=estimate_parts,
     )
+
+
+def _covers_all(rows: np.ndarray | None, n: int) -> bool:
+    return rows is not None and len(rows) == n
+
+
+def _combined_score(config: DynaCorConfig, dynamics: Dynamics, q_cluster: np.ndarray) -> tuple[np.ndarray, str]:
+    """The score the cut reads (N,) and which combination made it (`dynacor.method.combine`): the
+    configured one where its parts were recorded for every original, else the most that was: the
+    early softmax without the probe (no features: ``--dynamics``, a Recorder), or the clusters alone
+    (no early softmax, or one kept for a subset of the originals only)."""
+    n = len(dynamics.given_labels)
+    if config.combine == "none" or dynamics.window_probs is None or not _covers_all(dynamics.estimate_rows, n):
+        return np.asarray(q_cluster, dtype=np.float32), "none"
+    order = np.argsort(np.asarray(dynamics.estimate_rows), kind="stable")
+    early = np.asarray(dynamics.window_probs[0], dtype=np.float64)[order]
+    probe = dynamics.probe_probs if config.combine == "probe+early" else None
+    num_classes = early.shape[1]
+    score = combined_score(q_cluster, dynamics.given_labels, num_classes, early, probe)
+    return score.astype(np.float32), "probe+early" if probe is not None else "early"
 
 
 def run_candidates(dynamics: Dynamics) -> tuple[np.ndarray, np.ndarray, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dynacor.errors import InputError
+from dynacor.method.combine import COMBINE_CHOICES
 from dynacor.method.config import (
     CLASSIFIERS,
     DEVICES,
@@ -64,6 +65,11 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
     need(config.val_originals in VAL_ORIGINALS, "val_originals", f"one of {VAL_ORIGINALS}")
     need(config.eval_distance in ("cosine", "euclidean"), "eval_distance", "'cosine' or 'euclidean'")
     need(config.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
+    need(config.combine in COMBINE_CHOICES, "combine", f"one of {COMBINE_CHOICES}")
+    need(isinstance(config.probe_c, (int, float)) and not isinstance(config.probe_c, bool)
+         and np.isfinite(config.probe_c) and config.probe_c > 0, "probe_c", "a number > 0")  # fmt: skip
+    need(isinstance(config.probe_folds, int) and not isinstance(config.probe_folds, bool) and config.probe_folds >= 2,
+         "probe_folds", "an integer >= 2")  # fmt: skip
     need(isinstance(config.estimate_rows, int) and not isinstance(config.estimate_rows, bool)
          and config.estimate_rows >= 0, "estimate_rows", "an integer >= 0")  # fmt: skip
     need(isinstance(config.estimate_bootstrap, int) and config.estimate_bootstrap >= 0, "estimate_bootstrap",

@@ -36,7 +36,7 @@ from dynacor.method.noise import synthetic_labels
 METHODS = tuple(REGISTRY)
 DEFAULT_METHODS = "dynacor,aum,cl,avg-gmm,simifeat,cores,ceiling"
 DEFAULT_SETTINGS = "sym:0.6,asym:0.3,inst:0.4,human:worse_labels,human:aggre_labels"
-ABLATIONS = ("no-align", "no-cluster", "selection", "gamma", "signal", "paper")
+ABLATIONS = ("clusters", "early", "no-align", "no-cluster", "selection", "gamma", "signal", "paper")
 GAMMAS = (0.05, 0.1, 0.2, 0.5)
 SETTING_NAMES = {"human:worse_labels": "worse", "human:aggre_labels": "aggre"}
 METRICS = ("f1", "precision", "recall", "auroc", "fnr_at_noise_rate")
@@ -152,7 +152,13 @@ def ablation_variants(names: list[str], base: DynaCorConfig) -> list[tuple[str, 
     """(row name, config) of each ablation run; config None marks a row read off the default run."""
     out: list[tuple[str, DynaCorConfig | None]] = []
     for name in names:
-        if name == "no-align":
+        if name == "clusters":
+            # DynaCor's clusters alone, the default before the combined score (issue 23).
+            out.append(("dynacor[clusters]", base.replace(combine="none")))
+        elif name == "early":
+            # The combination without the probe: what runs without features get.
+            out.append(("dynacor[early]", base.replace(combine="early")))
+        elif name == "no-align":
             out.append(("dynacor[no-align]", base.replace(align_loss=False)))
         elif name == "no-cluster":
             out.append(("dynacor[no-cluster]", base.replace(cluster_loss=False)))
@@ -165,8 +171,9 @@ def ablation_variants(names: list[str], base: DynaCorConfig) -> list[tuple[str, 
             out += [(f"dynacor[gamma={g}]", base.replace(gamma=g)) for g in GAMMAS if g != base.gamma]
         elif name == "paper":
             # The paper exactly: no centroid refinement, a single encoder initialisation.
-            out.append(("dynacor[paper]", base.replace(refine_steps=0, restarts=1)))
-            out.append(("dynacor[paper,lr=0.1]", base.replace(refine_steps=0, restarts=1, lr=0.1)))
+            paper = base.replace(refine_steps=0, restarts=1, combine="none")
+            out.append(("dynacor[paper]", paper))
+            out.append(("dynacor[paper,lr=0.1]", paper.replace(lr=0.1)))
         elif name == "signal":
             out += [(f"dynacor[signal={s}]", base.replace(signal=s)) for s in ("sign", "margin", "prob") if s != base.signal]
     return out
