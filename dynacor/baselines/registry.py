@@ -33,7 +33,8 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("dynacor", "DynaCor: corrupted copies, training dynamics, clustering (the default)"),
+        Method("dynacor", "DynaCor: corrupted copies, training dynamics, clustering, flagged with a cross-fitted "
+               "linear probe and the early softmax, cut per class at class-pair counts (the default; --combine)"),
         Method("aum", "area under the margin with threshold samples (Pleiss et al., 2020)"),
         Method("cl", "confident learning (cleanlab), 5-fold logistic-regression probabilities (C tuned: 3e-4)"),
         Method("cl-mlp", "confident learning (cleanlab) on DynaCor's MLP head, 5-fold cross-fitted"),

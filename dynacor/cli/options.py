@@ -16,6 +16,7 @@ from dynacor.data.runtimes import (
 )
 from dynacor.data.spec import SOURCES, SourceSpec
 from dynacor.errors import InputError, MissingError
+from dynacor.method.combine import COMBINE_CHOICES
 from dynacor.method.config import (
     CLASSIFIERS,
     DEVICES,
@@ -110,6 +111,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                        + ", ".join(f"{k} {v}" for k, v in SCRATCH_DEFAULTS.items()) + ")")
     group.add_argument("--record", choices=RECORD_MODES, help=f"when margins are recorded: in the training pass or a separate eval pass (default {defaults.record})")
     group.add_argument("--signal", choices=SIGNALS, help=f"what the encoder reads (default {defaults.signal})")
+    group.add_argument("--combine", choices=COMBINE_CHOICES, help="what the cut reads: probe+early sums the ranks of "
+                       "DynaCor's cluster score, a cross-fitted linear probe's and the early softmax's normalised margins "
+                       "and flags each given class at cleanlab's counts; early leaves the probe out (runs without "
+                       "features do); none is DynaCor's cluster probability alone, the paper's score "
+                       f"(default {defaults.combine})")  # fmt: skip
     group.add_argument("--selection", choices=SELECTIONS, help=f"how the encoder epoch is chosen (default {defaults.selection})")
     group.add_argument("--device", choices=DEVICES, help="auto: CUDA, then MPS, then CPU (default auto)")
     group.add_argument("--threads", type=int, dest="num_threads", help="CPU threads (default: one per core, at most 8)")
@@ -122,7 +128,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 CONFIG_FLAGS = ("classifier", "noise", "seed", "epochs", "lr", "schedule", "encoder_epochs", "encoder_lr", "gamma", "alpha", "record",
-                "signal", "selection", "device", "num_threads", "target_precision", "target_recall")  # fmt: skip
+                "signal", "combine", "selection", "device", "num_threads", "target_precision", "target_recall")  # fmt: skip
 
 
 def user_settings(args: argparse.Namespace) -> dict:
