@@ -6,7 +6,8 @@ Usage: python benchmarks/studies/estimates_study.py --half tune|report|all [--se
 
 The windows and the margin were chosen on the ``tune`` half; the ``report`` half is only reported.
 ``all`` reads every row: for label sets no choice was ever made on (`annotator_labels.py`).
-Besides the paper's cut (q > 0.5) it checks the cut ``--target-precision 0.9`` chooses.
+Besides the default cut (score > 0.5) it checks the cut ``--target-precision 0.9`` chooses, and
+reports each run's F1 and FNR at a budget equal to the noise rate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.estimates import threshold_for_target
+from dynacor.method.metrics import detection_metrics, fnr_at_noise_rate
 from dynacor.method.pipeline import run
 from dynacor.runs.bench import (
     DEFAULT_SETTINGS,
@@ -48,7 +50,8 @@ def main() -> None:
     settings = args.settings.split(",")
     data, extra = load_half(path, settings, None if args.half == "all" else args.half)
     lines = ["| setting | seed | noise rate: est (interval) / true | precision | recall | in interval | "
-             "P@target 0.9: true (flagged) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "P@target 0.9: true (flagged) | F1 | FNR@k |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    quality: dict[str, list[list[float]]] = {}
     errors: dict[str, list[list[float]]] = {}
     for setting in settings:
         name = SETTING_NAMES.get(setting, setting)
@@ -66,14 +69,23 @@ def main() -> None:
             errors.setdefault(name, []).append([100 * (est[q]["value"] - true[q]) for q in QUANTITIES])
             cut, _ = threshold_for_target(est["curve"], target_precision=0.9)
             at_target = truth(result.q_noisy > cut, noisy)
+            f1 = 100 * detection_metrics(result.flagged, noisy)["f1"]
+            fnr = 100 * fnr_at_noise_rate(result.q_noisy, noisy)
+            quality.setdefault(name, []).append([f1, fnr])
             lines.append(f"| {name} | {seed} | " + " | ".join(cells) + f" | {inside}/3 | "
-                         f"{100 * at_target['precision']:.1f} ({100 * float((result.q_noisy > cut).mean()):.1f}%) |")  # fmt: skip
+                         f"{100 * at_target['precision']:.1f} ({100 * float((result.q_noisy > cut).mean()):.1f}%) | "
+                         f"{f1:.1f} | {fnr:.1f} |")  # fmt: skip
             print(lines[-1], flush=True)
     lines += ["", "| setting | mean error noise / P / R (points) | largest |error| noise / P / R |", "|---|---|---|"]
     for name, rows in errors.items():
         a = np.asarray(rows)
         lines.append(f"| {name} | " + " / ".join(f"{v:+.1f}" for v in a.mean(0)) + " | "
                      + " / ".join(f"{v:.1f}" for v in np.abs(a).max(0)) + " |")  # fmt: skip
+    lines += ["", "| setting | F1 (mean over seeds) | FNR@k |", "|---|---|---|"]
+    for name, rows in quality.items():
+        lines.append(f"| {name} | {np.mean([r[0] for r in rows]):.1f} | {np.mean([r[1] for r in rows]):.1f} |")
+    lines.append(f"| avg | {np.mean([np.mean([r[0] for r in rows]) for rows in quality.values()]):.1f} | "
+                 f"{np.mean([np.mean([r[1] for r in rows]) for rows in quality.values()]):.1f} |")
     table = "\n".join(lines)
     print(table)
     if args.out:
