@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from cleanlab.count import calibrate_confident_joint, compute_confident_joint
 from cleanlab.filter import find_label_issues
 from scipy.stats import rankdata
 
 from dynacor.baselines.confident_learning import cross_val_probs
+from dynacor.method.combine import class_counts, normalised_margin
 from dynacor.method.config import DynaCorConfig
 from dynacor.method.device import set_threads
 from dynacor.method.metrics import detection_metrics
@@ -42,22 +42,6 @@ from dynacor.runs.bench import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def normalised_margin(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """(N,) best other class's probability minus the given class's: higher = more likely wrong."""
-    rows = np.arange(len(given))
-    own = probs[rows, given]
-    other = probs.copy()
-    other[rows, given] = -np.inf
-    return other.max(axis=1) - own
-
-
-def class_counts(probs: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """(C,) cleanlab's calibrated count of wrong labels per given class."""
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    joint = calibrate_confident_joint(compute_confident_joint(given, probs), given)
-    return np.rint(joint.sum(axis=1) - np.diag(joint)).astype(np.int64)
 
 
 def top_per_class(score: np.ndarray, given: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -79,8 +63,9 @@ def variants(dyn: np.ndarray, q_noisy: np.ndarray, given: np.ndarray, probe: np.
     cl = np.asarray(find_label_issues(given, probe), dtype=bool)
     cl_early = np.asarray(find_label_issues(given, early), dtype=bool)
     r_dyn, r_probe, r_early = (rankdata(v) for v in (q_noisy, normalised_margin(probe, given), normalised_margin(early, given)))
-    counts, counts_early = class_counts(probe, given), class_counts(early, given)
-    counts_mixed = class_counts(0.5 * (probe + early), given)
+    c = probe.shape[1]
+    counts, counts_early = class_counts(probe, given, c), class_counts(early, given, c)
+    counts_mixed = class_counts(0.5 * (probe + early), given, c)
     out = {"dynacor": dyn, "cl": cl, "cl-early": cl_early,
            "dynacor | cl-early": dyn | cl_early, "dynacor | cl": dyn | cl,
            "vote 2 of 3 (dynacor, cl, cl-early)": (dyn.astype(int) + cl + cl_early) >= 2,
