@@ -15,38 +15,15 @@ and the union's count. Prints one JSON line per run and the mean F1 (%) per sett
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
 from cleanlab.filter import find_label_issues
+from flag_grid import early_softmax, main, top
 
-from dynacor.method.config import DynaCorConfig
-from dynacor.method.device import set_threads
-from dynacor.method.metrics import detection_metrics
-from dynacor.method.pipeline import run
-from dynacor.runs.bench import (
-    DEFAULT_SETTINGS,
-    SETTING_NAMES,
-    f1_by_setting,
-    load_half,
-    parse_seeds,
-    setting_labels,
-)
-
-ROOT = Path(__file__).resolve().parents[2]
 FILTERS = ("prune_by_noise_rate", "both", "confident_learning")
 
 
 def ranks(values: np.ndarray) -> np.ndarray:
     return np.argsort(np.argsort(values, kind="stable"), kind="stable")
-
-
-def top(score: np.ndarray, count: int) -> np.ndarray:
-    flagged = np.zeros(len(score), dtype=bool)
-    flagged[np.argsort(-score, kind="stable")[:count]] = True
-    return flagged
 
 
 def variants(flagged: np.ndarray, q_noisy: np.ndarray, given: np.ndarray, window_probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -66,36 +43,10 @@ def variants(flagged: np.ndarray, q_noisy: np.ndarray, given: np.ndarray, window
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--features", default=str(ROOT.parent / "shared" / "data" / "cifar10_effl0_dev.npz"))
-    parser.add_argument("--half", default="tune", choices=("tune", "report"))
-    parser.add_argument("--settings", default=DEFAULT_SETTINGS)
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--out", default=None, help="also write one JSON line per run here")
-    args = parser.parse_args()
-    set_threads(0)
-    settings = args.settings.split(",")
-    data, extra = load_half(Path(args.features), settings, args.half)
-    table: dict[str, dict[str, list[float]]] = {}
-    names = [SETTING_NAMES.get(s, s) for s in settings]
-    for setting, name in zip(settings, names, strict=True):
-        for seed in parse_seeds(args.seeds):
-            given = setting_labels(data, setting, seed, extra)
-            noisy = given != data.clean_labels
-            result = run(DynaCorConfig(seed=seed, combine="none"), data.with_labels(given))
-            window_probs = np.asarray(result.estimate_parts["window_probs"], dtype=np.float64)
-            assert window_probs.shape[1] == len(given), "estimate_rows must cover every original"
-            row = {"setting": name, "seed": seed}
-            for variant, flags in variants(result.flagged, result.q_noisy, given, window_probs).items():
-                row[variant] = 100.0 * detection_metrics(flags, noisy)["f1"]
-                table.setdefault(variant, {}).setdefault(name, []).append(row[variant])
-            print(json.dumps(row), flush=True)
-            if args.out:
-                with open(args.out, "a") as out:
-                    out.write(json.dumps(row) + "\n")
-    print(f1_by_setting(table, names, "variant"))
+def flag_sets(data, given: np.ndarray, result, seed: int) -> tuple[dict[str, np.ndarray], dict]:
+    window_probs = np.stack([early_softmax(result, 0), early_softmax(result, 1)])
+    return variants(result.flagged, result.q_noisy, given, window_probs), {}
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__, flag_sets, seeds="0,1")

@@ -17,31 +17,15 @@ Prints one JSON line per run and the mean F1 (%) per setting.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 from cleanlab.filter import find_label_issues
+from flag_grid import early_softmax, main, top
 from scipy.stats import rankdata
 
 from dynacor.baselines.confident_learning import cross_val_probs
 from dynacor.method.combine import class_counts, normalised_margin
-from dynacor.method.config import DynaCorConfig
-from dynacor.method.device import set_threads
-from dynacor.method.metrics import detection_metrics
-from dynacor.method.pipeline import run
-from dynacor.runs.bench import (
-    DEFAULT_SETTINGS,
-    SETTING_NAMES,
-    f1_by_setting,
-    load_half,
-    parse_seeds,
-    setting_labels,
-)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def top_per_class(score: np.ndarray, given: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -49,12 +33,6 @@ def top_per_class(score: np.ndarray, given: np.ndarray, counts: np.ndarray) -> n
     for j, count in enumerate(counts):
         members = np.flatnonzero(given == j)
         flagged[members[np.argsort(-score[members], kind="stable")[: int(count)]]] = True
-    return flagged
-
-
-def top(score: np.ndarray, count: int) -> np.ndarray:
-    flagged = np.zeros(len(score), dtype=bool)
-    flagged[np.argsort(-score, kind="stable")[:count]] = True
     return flagged
 
 
@@ -84,41 +62,12 @@ def variants(dyn: np.ndarray, q_noisy: np.ndarray, given: np.ndarray, probe: np.
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--features", default=str(ROOT.parent / "shared" / "data" / "cifar10_effl0_dev.npz"))
-    parser.add_argument("--half", default="tune", choices=("tune", "report"))
-    parser.add_argument("--settings", default=DEFAULT_SETTINGS)
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--out", default=None, help="also write one JSON line per run here")
-    args = parser.parse_args()
-    set_threads(0)
-    settings = args.settings.split(",")
-    data, extra = load_half(Path(args.features), settings, args.half)
-    table: dict[str, dict[str, list[float]]] = {}
-    names = [SETTING_NAMES.get(s, s) for s in settings]
-    for setting, name in zip(settings, names, strict=True):
-        for seed in parse_seeds(args.seeds):
-            given = setting_labels(data, setting, seed, extra)
-            noisy = given != data.clean_labels
-            started = time.perf_counter()
-            result = run(DynaCorConfig(seed=seed, combine="none"), data.with_labels(given))
-            dyn_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            probe = cross_val_probs(data.features, given, data.num_classes, seed=seed)
-            probe_seconds = time.perf_counter() - started
-            early = np.asarray(result.estimate_parts["window_probs"][0], dtype=np.float64)
-            assert early.shape[0] == len(given), "estimate_rows must cover every original"
-            row = {"setting": name, "seed": seed, "seconds": [round(dyn_seconds, 1), round(probe_seconds, 1)]}
-            for variant, flags in variants(result.flagged, result.q_noisy, given, probe, early).items():
-                row[variant] = round(100.0 * detection_metrics(flags, noisy)["f1"], 2)
-                table.setdefault(variant, {}).setdefault(name, []).append(row[variant])
-            print(json.dumps(row), flush=True)
-            if args.out:
-                with open(args.out, "a") as out:
-                    out.write(json.dumps(row) + "\n")
-    print(f1_by_setting(table, names, "variant"))
+def flag_sets(data, given: np.ndarray, result, seed: int) -> tuple[dict[str, np.ndarray], dict]:
+    started = time.perf_counter()
+    probe = cross_val_probs(data.features, given, data.num_classes, seed=seed)
+    seconds = round(time.perf_counter() - started, 1)
+    return variants(result.flagged, result.q_noisy, given, probe, early_softmax(result)), {"probe_seconds": seconds}
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__, flag_sets, seeds="0,1,2")
