@@ -101,11 +101,12 @@ def simulate(queue: pd.DataFrame, clean: np.ndarray, names: list[str], store: Re
 
 def with_late_window(config: DynaCorConfig) -> DynaCorConfig:
     """The config whose self-estimates keep every original's softmax over the last 5 epochs (their
-    noise window): today's suggestion is its argmax. Flags and candidates are the defaults' (the
-    estimates' windows change neither without a target)."""
+    recall window): today's suggestion is its argmax. Flags and candidates are the defaults' (the
+    recall window feeds only the estimates; the noise window, which the combined score also
+    reads, stays as it is)."""
     first = (config.epochs - LATE_EPOCHS) / config.epochs
-    late = config.replace(noise_window=(first, 1.0))
-    assert window_epochs(late.noise_window, config.epochs) == (config.epochs - LATE_EPOCHS, config.epochs)
+    late = config.replace(recall_window=(first, 1.0))
+    assert window_epochs(late.recall_window, config.epochs) == (config.epochs - LATE_EPOCHS, config.epochs)
     return late
 
 
@@ -113,7 +114,7 @@ def late_suggestions(result) -> np.ndarray:
     """(N,) today's suggestion: the argmax of the late softmax, given class included."""
     parts = result.estimate_parts
     assert np.array_equal(parts["rows"], np.arange(result.num_samples)), "estimate_rows must cover every original"
-    return np.asarray(parts["window_probs"][0]).argmax(axis=1)
+    return np.asarray(parts["window_probs"][1]).argmax(axis=1)
 
 
 def main() -> None:

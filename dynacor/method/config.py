@@ -96,7 +96,7 @@ class DynaCorConfig:
     # classifier's softmax over early windows of training (fractions of the epochs), before it
     # memorises the wrong labels. Windows chosen on the tuning half of the dev file (docs/benchmarks.md).
     estimate_rows: int = 100_000  # originals the estimates read (a random subset above this; 0: none)
-    noise_window: tuple[float, float] = (0.07, 0.27)  # epochs 2-7 of 30
+    noise_window: tuple[float, float] = (0.07, 0.27)  # epochs 2-7 of 30; the combined score (8.) reads it too
     recall_window: tuple[float, float] = (0.0, 0.17)  # epochs 0-4 of 30
     estimate_bootstrap: int = 200  # resamples for the sampling part of each interval
     # Added to both sides of each interval for the error resampling cannot see: the largest error of
