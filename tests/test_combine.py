@@ -103,11 +103,16 @@ def test_default_run_flags_with_the_combined_score(one_torch_thread):
     assert "cluster_score" in frame
     assert "probe" in result.timings
     assert result.metrics["f1"] > 0.8
+    # The score reads the early softmax, so the recall is estimated on a second view too.
+    assert result.estimate_parts["off"].shape == (2, result.num_samples)
+    assert result.estimates["views"] == 2 and "estimate_neighbours" in result.timings
 
     clusters = run(DynaCorConfig(epochs=12, encoder_epochs=3, combine="none"), data)
     assert clusters.info["detector"].startswith("dynacor: the noisy cluster's probability")
     assert clusters.cluster_score is None and "cluster_score" not in clusters.samples_frame()
     assert "probe" not in clusters.timings
+    assert clusters.estimate_parts["off"].shape == (clusters.num_samples,) and clusters.estimates["views"] == 1
+    np.testing.assert_array_equal(clusters.estimate_parts["off"], result.estimate_parts["off"][0])
     # The clusters are the same run: only the score the cut reads differs.
     np.testing.assert_array_equal(clusters.q_noisy, result.cluster_score)
 
@@ -128,7 +133,8 @@ def test_dynamics_without_features_combine_without_the_probe(one_torch_thread):
     assert detect(DynaCorConfig(encoder_epochs=3), bare).info["detector"].startswith("dynacor:")
 
 
-@pytest.mark.parametrize(("field", "value"), [("combine", "both"), ("probe_c", 0.0), ("probe_folds", 1)])
+@pytest.mark.parametrize(("field", "value"), [("combine", "both"), ("probe_c", 0.0), ("probe_folds", 1),
+                                             ("estimate_neighbours", -1), ("estimate_neighbour_rows", 1.5)])
 def test_combine_settings_are_checked(field, value):
     with pytest.raises(InputError, match=f"field `{field}`"):
         check_config(DynaCorConfig(**{field: value}))

@@ -92,6 +92,30 @@ def test_quality_at_cut_is_exact_for_a_detector_that_flags_exactly_the_off_diago
     assert half["rows"] == 2000 and half["bootstrap"] == 100
 
 
+def test_two_views_average_their_recalls_and_the_interval_holds_both():
+    rng = np.random.default_rng(1)
+    n = 3000
+    noisy = rng.random(n) < 0.3
+    q = np.where(noisy, rng.uniform(0.3, 1.0, n), rng.uniform(0.0, 0.7, n))
+    flagged = q > 0.5
+    # one view the score favours (its rows are flagged more), one it does not read
+    favoured = noisy & (q > 0.4)
+    unread = noisy & (rng.random(n) < 0.6) | (~noisy & (rng.random(n) < 0.05))
+    eta = float(noisy.mean())
+    own = [flagged[v].mean() for v in (favoured, unread)]
+    both = quality_at_cut(q, np.stack([favoured, unread]), eta, np.full(200, eta), 0.5, rng=rng, margin=0.0)
+    assert both["views"] == 2
+    assert both["recall"]["value"] == pytest.approx(np.mean(own))
+    assert both["precision"]["value"] == pytest.approx(eta * np.mean(own) / flagged.mean())
+    assert both["recall"]["low"] <= min(own) and both["recall"]["high"] >= max(own)
+    one = quality_at_cut(q, favoured, eta, np.full(200, eta), 0.5, rng=rng, margin=0.0)
+    assert one["views"] == 1 and one["recall"]["value"] == pytest.approx(own[0])
+    # the curve agrees with the cut's estimate where it passes through the cut
+    curve = estimated_curve(q, np.stack([favoured, unread]), eta, points=n)
+    at = int(np.argmin(np.abs(np.asarray(curve["threshold"]) - 0.5)))
+    assert curve["recall"][at] == pytest.approx(both["recall"]["value"], abs=2e-3)
+
+
 def test_curve_and_targets_choose_the_cut():
     rng = np.random.default_rng(3)
     off = rng.random(1000) < 0.4

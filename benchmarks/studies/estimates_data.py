@@ -41,7 +41,13 @@ def main() -> None:
                      is_noisy=given != data.clean_labels, suggested=result.suggested_labels,
                      suggested_prob=result.suggested_prob, given=given, copy_pair=result.copy_pair,
                      copy_labels=result.copy_labels, margins_all=result.margins_all,
-                     representations_all=result.representations_all)  # fmt: skip
+                     representations_all=result.representations_all, q_noisy=result.q_noisy,
+                     cluster_score=np.asarray([] if result.cluster_score is None else result.cluster_score),
+                     flagged=result.flagged, clean=data.clean_labels,
+                     rows=result.estimate_parts["rows"], off=result.estimate_parts["off"],
+                     window_probs=result.estimate_parts["window_probs"],
+                     eta_draws=result.estimate_parts["eta_draws"],
+                     estimates=np.asarray([result.estimates[q]["value"] for q in ("noise_rate", "precision", "recall")]))  # fmt: skip
             print(name, result.summary(), flush=True)
 
 

@@ -99,6 +99,12 @@ class DynaCorConfig:
     noise_window: tuple[float, float] = (0.07, 0.27)  # epochs 2-7 of 30; the combined score (8.) reads it too
     recall_window: tuple[float, float] = (0.0, 0.17)  # epochs 0-4 of 30
     estimate_bootstrap: int = 200  # resamples for the sampling part of each interval
+    # When the score reads the early softmax (combine, 8.), the recall has a second view: the rows
+    # whose estimate_neighbours nearest originals in feature space confidently carry another label,
+    # queried for at most estimate_neighbour_rows of the rows (the search costs that many x N dot
+    # products). The estimates take the mean of both views (docs/estimates.md); 0 neighbours: off.
+    estimate_neighbours: int = 20
+    estimate_neighbour_rows: int = 5000
     # Added to both sides of each interval for the error resampling cannot see: the largest error of
     # the estimates on the tuning half (7.9 points) at its 500 samples per class, and on fewer
     # samples per class scale / sqrt(N / C) (estimates.systematic_margin; fitted on the tuning half

@@ -10,6 +10,13 @@ memorised the wrong labels, so its predictions there behave like held-out ones:
   class (``off``, from the ``recall`` window) that the cut flags; precision then follows from
   ``flagged x precision = eta x N x recall``.
 
+When the score itself reads the early softmax (the combined detector), the samples the early
+classifier calls wrong are the ones it flags most readily, and their recall overstates the
+recall of all wrong labels. A second view then joins: the samples whose nearest neighbours in
+feature space confidently carry another label, which the score does not read,
+and which holds more clean look-alikes (so alone it understates). ``off`` becomes (V, R), recall
+the mean of the views' recalls, and each interval spans every view's own value.
+
 Pure functions on numpy arrays. ``R`` rows (the originals the classifier recorded the windows
 for, at most ``estimate_rows`` of the N), ``C`` classes.
 """
@@ -117,9 +124,14 @@ def noise_rate_from_probs(given: np.ndarray, probs: np.ndarray, weights: np.ndar
 
 
 def off_diagonal(given: np.ndarray, probs_recall: np.ndarray) -> np.ndarray:
-    """(R,) bool: the early classifier confidently puts the sample in a class other than its given one."""
+    """(R,) bool: the early classifier confidently puts the sample in a class other than its given one.
+
+    Any (R, C) distribution over the classes works: the second view of the recall passes the
+    shares of the labels among each sample's nearest neighbours (`dynacor.method.knn.label_votes`).
+    """
     guess = confident_labels(np.asarray(given, dtype=np.int64), np.asarray(probs_recall, dtype=np.float64))
     return (guess >= 0) & (guess != given)
+
 
 
 def noise_rate_draws(given: np.ndarray, probs_noise: np.ndarray, rng: np.random.Generator, bootstrap: int = 200) -> tuple[float, np.ndarray]:
@@ -143,6 +155,22 @@ def noise_rate_draws(given: np.ndarray, probs_noise: np.ndarray, rng: np.random.
     return eta, np.asarray(draws, dtype=np.float64)
 
 
+def views_of(off: np.ndarray) -> np.ndarray:
+    """``off`` as (V, R) bool: one view (R,) or several (V, R)."""
+    return np.atleast_2d(np.asarray(off, dtype=bool))
+
+
+def view_recalls(flagged: np.ndarray, off: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(V,) each view's recall of the cut: the weighted share of its ``off`` rows that are flagged.
+
+    flagged : (R,) bool; off : (V, R) bool; weights : (R,) (a bootstrap's counts). NaN for a view
+    with no weight on its off rows.
+    """
+    off_total = off.astype(np.float64) @ weights
+    hits = (off & flagged[None, :]).astype(np.float64) @ weights
+    return np.where(off_total > 0, hits / np.maximum(off_total, 1e-12), np.nan)
+
+
 def quality_at_cut(
     q_noisy: np.ndarray,
     off: np.ndarray,
@@ -156,13 +184,15 @@ def quality_at_cut(
 ) -> dict:
     """Estimated noise rate, precision and recall of the cut ``q_noisy > threshold``, with intervals.
 
-    Recall is the share of the ``off`` rows the cut flags; precision follows from
-    ``flagged share x precision = eta x recall``. Each interval is the bootstrap percentile
-    interval (rows resampled; the noise rate's draws paired by index) widened by ``margin``.
+    Recall is the share of the ``off`` rows the cut flags (the mean over the views when there are
+    several); precision follows from ``flagged share x precision = eta x recall``. Each interval is
+    the bootstrap percentile interval (rows resampled; the noise rate's draws paired by index),
+    stretched to hold every view's own value, and widened by ``margin``.
 
     Parameters
     ----------
-    q_noisy : (R,) scores of the rows; off : (R,) bool from `off_diagonal`
+    q_noisy : (R,) scores of the rows
+    off : (R,) bool from `off_diagonal`, or (V, R) bool, V views of which rows are probably wrong
     eta, eta_draws : from `noise_rate_draws` (B draws: B resamples here too)
     threshold : the cut; rng : draws the resamples
     confidence : of the percentile interval
@@ -172,32 +202,36 @@ def quality_at_cut(
     Returns
     -------
     ``{"noise_rate"|"precision"|"recall": {"value", "low", "high"}, "rows", "threshold",
-    "confidence", "margin", "bootstrap"}``; fractions (NaN when undefined)
+    "confidence", "margin", "bootstrap", "views"}``; fractions (NaN when undefined)
     """
     q_noisy = np.asarray(q_noisy, dtype=np.float64)
-    off = np.asarray(off, dtype=bool)
+    off = views_of(off)
     flagged = q_noisy > threshold
     r = len(q_noisy)
 
-    def point(weights: np.ndarray, eta_value: float) -> tuple[float, float, float]:
-        off_total = float(weights[off].sum())
-        recall = float(weights[off & flagged].sum()) / off_total if off_total > 0 else float("nan")
+    def point(weights: np.ndarray, eta_value: float) -> np.ndarray:
+        """(3, V + 1): noise rate, precision, recall; of the views' mean, then of each view."""
+        recalls = view_recalls(flagged, off, weights)
+        recalls = np.r_[np.nanmean(recalls) if np.isfinite(recalls).any() else np.nan, recalls]
         share = float(weights[flagged].sum()) / float(weights.sum())
-        precision = min(1.0, eta_value * recall / share) if share > 0 else float("nan")
-        return eta_value, precision, recall
+        precision = np.minimum(1.0, eta_value * recalls / share) if share > 0 else np.full_like(recalls, np.nan)
+        return np.stack([np.full_like(recalls, eta_value), precision, recalls])
 
-    value = point(np.ones(r), eta)
+    values = point(np.ones(r), eta)
     bootstrap = len(eta_draws)
-    draws = np.array([point(rng.multinomial(r, np.full(r, 1.0 / r)).astype(np.float64), float(e))
+    draws = np.array([point(rng.multinomial(r, np.full(r, 1.0 / r)).astype(np.float64), float(e))[:, 0]
                       for e in eta_draws]).reshape(bootstrap, 3)  # fmt: skip
     tail = (1.0 - confidence) / 2.0
     out: dict = {"rows": r, "threshold": float(threshold), "confidence": confidence, "margin": margin,
-                 "bootstrap": bootstrap}  # fmt: skip
+                 "bootstrap": bootstrap, "views": len(off)}  # fmt: skip
     for k, name in enumerate(QUANTITIES):
+        value = float(values[k, 0])
         finite = draws[:, k][np.isfinite(draws[:, k])]
-        low, high = np.quantile(finite, [tail, 1.0 - tail]) if len(finite) else (value[k], value[k])
-        out[name] = {"value": value[k], "low": float(np.clip(min(low, value[k]) - margin, 0.0, 1.0)),
-                     "high": float(np.clip(max(high, value[k]) + margin, 0.0, 1.0))}  # fmt: skip
+        low, high = np.quantile(finite, [tail, 1.0 - tail]) if len(finite) else (value, value)
+        own = values[k][np.isfinite(values[k])]
+        low, high = (min(low, own.min()), max(high, own.max())) if len(own) else (low, high)
+        out[name] = {"value": value, "low": float(np.clip(low - margin, 0.0, 1.0)),
+                     "high": float(np.clip(high + margin, 0.0, 1.0))}  # fmt: skip
     return out
 
 
@@ -243,7 +277,8 @@ def estimated_curve(q_noisy: np.ndarray, off: np.ndarray, eta: float, points: in
 
     Parameters
     ----------
-    q_noisy : (R,); off : (R,) bool from `off_diagonal`; eta : the estimated noise rate
+    q_noisy : (R,); off : (R,) bool from `off_diagonal`, or (V, R) bool (recall: the views' mean,
+        as in `quality_at_cut`); eta : the estimated noise rate
     points : how many cuts to keep (evenly spaced in the number flagged)
 
     Returns
@@ -253,17 +288,19 @@ def estimated_curve(q_noisy: np.ndarray, off: np.ndarray, eta: float, points: in
     and ``noise_rate``
     """
     q_noisy = np.asarray(q_noisy, dtype=np.float64)
-    off = np.asarray(off, dtype=bool)
+    off = views_of(off)
     order = np.argsort(-q_noisy, kind="stable")
     r = len(order)
-    found = np.cumsum(off[order])
+    found = np.cumsum(off[:, order], axis=1)
     # one cut per distinct score: ties are flagged together
     last_of_tie = np.r_[q_noisy[order][1:] != q_noisy[order][:-1], True]
     ends = np.flatnonzero(last_of_tie)
     if len(ends) > points:
         ends = ends[np.unique(np.linspace(0, len(ends) - 1, points).round().astype(int))]
     count = ends + 1
-    recall = found[ends] / max(int(off.sum()), 1)
+    seen = off.sum(axis=1) > 0
+    recall = (found[seen][:, ends] / off[seen].sum(axis=1, keepdims=True)).mean(axis=0) if seen.any() \
+        else np.zeros(len(ends))
     precision = np.minimum(1.0, eta * recall * r / count)
     # the cut flags q > t: t is the next lower score (or just below the lowest)
     below = np.r_[q_noisy[order][1:], q_noisy[order][-1] - 1e-6]

@@ -254,6 +254,12 @@ def run(
         probe_probs = cross_fitted_probe(data.features, given, num_classes, folds=config.probe_folds,
                                          seed=config.seed, c=config.probe_c, device=device)  # fmt: skip
         timings["probe"] = time.perf_counter() - started
+    neighbour_off = None
+    if config.combine != "none" and config.classifier == "mlp" and config.estimate_neighbours > 0 \
+            and _covers_all(estimate_rows, n) and head.window_probs is not None:
+        started = time.perf_counter()
+        neighbour_off = _neighbour_off(data.features, given, num_classes, config, estimate_rng)
+        timings["estimate_neighbours"] = time.perf_counter() - started
 
     dynamics = Dynamics(
         margins_all=head.margins, prob_given_all=head.prob_given, candidates=head.candidates,
@@ -261,7 +267,7 @@ def run(
         copy_pair=copies.pair, copy_labels=copies.labels, given_labels=given, clean_labels=data.clean_labels,
         ids=data.sample_ids(), class_names=data.class_names, paths=data.paths, source=dict(data.source),
         classifier_epochs=head.epochs, estimate_rows=estimate_rows if head.window_probs is not None else None,
-        window_probs=head.window_probs, probe_probs=probe_probs,
+        window_probs=head.window_probs, probe_probs=probe_probs, neighbour_off=neighbour_off,
     )  # fmt: skip
     info = {"num_classes": num_classes, "num_epochs": config.epochs, "realised_noise_rate": realised,
             "device": str(device), "threads": threads}  # fmt: skip
@@ -280,6 +286,19 @@ def run(
         result.timings["total"] = time.perf_counter() - started_total
     _keep_candidates(result)
     return result
+
+
+def _neighbour_off(features: np.ndarray, given: np.ndarray, num_classes: int, config: DynaCorConfig,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(N,) bool, the recall's second view (`dynacor.method.estimates.quality_at_cut`): the rows
+    whose nearest originals' labels confidently name another class, among at most
+    ``estimate_neighbour_rows`` rows drawn at random (the others are never in it)."""
+    n = len(given)
+    queried = choose_rows(n, config.estimate_neighbour_rows, rng)
+    near = neighbours_of(features, queried, config.estimate_neighbours)
+    off = np.zeros(n, dtype=bool)
+    off[queried] = off_diagonal(given[queried], label_votes(near, given, num_classes))
+    return off
 
 
 def _vote_candidates(result: Result, features: np.ndarray, rows: np.ndarray, config: DynaCorConfig) -> None:
@@ -329,6 +348,8 @@ class Dynamics:
         windows (`DynaCorConfig.noise_window`, ``recall_window``): the self-estimates read them
     probe_probs : (N, C) float or None, a cross-fitted linear probe's probabilities
         (`dynacor.method.probe`), which the combined score reads (`dynacor.method.combine`)
+    neighbour_off : (N,) bool or None, the rows whose nearest neighbours' labels confidently name
+        another class: the recall's second view when the score reads the early softmax
     """
 
     margins_all: np.ndarray
@@ -349,6 +370,7 @@ class Dynamics:
     estimate_rows: np.ndarray | None = None
     window_probs: np.ndarray | None = None
     probe_probs: np.ndarray | None = None
+    neighbour_off: np.ndarray | None = None
 
 
 def detect(
@@ -454,6 +476,9 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
         given_rows = np.asarray(dynamics.given_labels)[rows]
         eta, eta_draws = noise_rate_draws(given_rows, probs_noise, estimate_rng, config.estimate_bootstrap)
         off = off_diagonal(given_rows, probs_recall)
+        if combined != "none" and dynamics.neighbour_off is not None:
+            # The score reads the early softmax, so its own off rows overstate the recall.
+            off = np.stack([off, np.asarray(dynamics.neighbour_off, dtype=bool)[rows]])
         curve = estimated_curve(q[rows], off, eta)
         if targeted:
             threshold, target_warning = threshold_for_target(curve, config.target_precision, config.target_recall)

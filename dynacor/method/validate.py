@@ -72,8 +72,9 @@ def check_config(config: DynaCorConfig, file: str = "config") -> DynaCorConfig:
          "probe_folds", "an integer >= 2")  # fmt: skip
     need(isinstance(config.estimate_rows, int) and not isinstance(config.estimate_rows, bool)
          and config.estimate_rows >= 0, "estimate_rows", "an integer >= 0")  # fmt: skip
-    need(isinstance(config.estimate_bootstrap, int) and config.estimate_bootstrap >= 0, "estimate_bootstrap",
-         "an integer >= 0")  # fmt: skip
+    for name in ("estimate_bootstrap", "estimate_neighbours", "estimate_neighbour_rows"):
+        value = getattr(config, name)
+        need(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, "an integer >= 0")
     non_negative("estimate_margin")
     non_negative("estimate_margin_scale")
     need(isinstance(config.estimate_withhold, (int, float)) and 0.0 < config.estimate_withhold <= 1.0,
