@@ -76,6 +76,16 @@ def test_combined_score_beats_each_of_its_noisy_parts():
     assert without_probe > max(alone["cluster"], alone["early"])
     assert with_probe > max(without_probe, *alone.values())
 
+    # Capped, no class is flagged more often than the clusters flag it, and the order is kept.
+    timid = cluster - 0.3  # clusters that flag fewer than cleanlab counts
+    capped = combined_score(timid, given, c, early, probe, cap_at_clusters=True)
+    free = combined_score(timid, given, c, early, probe)
+    for j in range(c):
+        members = given == j
+        assert (capped[members] > 0.5).sum() == min((free[members] > 0.5).sum(), (timid[members] > 0.5).sum())
+        assert np.array_equal(np.argsort(capped[members], kind="stable"), np.argsort(free[members], kind="stable"))
+    assert (capped > 0.5).sum() < (free > 0.5).sum()
+
 
 def test_probe_matches_scikit_learns_logistic_regression():
     blobs = make_blobs(n=600, d=12, c=3, noise=0.2, seed=3)
@@ -96,6 +106,8 @@ def test_default_run_flags_with_the_combined_score(one_torch_thread):
     data = blob_set()
     result = run(DynaCorConfig(epochs=12, encoder_epochs=3), data)
     assert result.info["detector"].startswith("combined: ranks of DynaCor's cluster score, a cross-fitted")
+    # 200 samples per class: the class counts are trusted, not capped at the clusters'
+    assert "few samples per class" not in result.info["detector"]
     np.testing.assert_array_equal(result.flagged, result.q_noisy > 0.5)
     np.testing.assert_array_equal(result.q_noisy_all[: result.num_samples], result.q_noisy)
     assert result.cluster_score is not None and not np.array_equal(result.cluster_score, result.q_noisy)
@@ -115,6 +127,17 @@ def test_default_run_flags_with_the_combined_score(one_torch_thread):
     np.testing.assert_array_equal(clusters.estimate_parts["off"], result.estimate_parts["off"][0])
     # The clusters are the same run: only the score the cut reads differs.
     np.testing.assert_array_equal(clusters.q_noisy, result.cluster_score)
+
+
+def test_few_samples_per_class_cap_the_counts_at_the_clusters(one_torch_thread):
+    blobs = make_blobs(n=150, d=16, c=3, noise=0.25, seed=5)  # 50 per class: estimates withheld
+    data = FeatureSet(features=blobs["features"], labels=blobs["labels"], clean_labels=blobs["clean_labels"])
+    result = run(DynaCorConfig(epochs=12, encoder_epochs=3), data)
+    assert result.info["detector"].endswith("no class flagged more than DynaCor's clusters flag (few samples per class)")
+    assert result.estimates is None
+    for j in range(3):
+        members = result.given_labels == j
+        assert result.flagged[members].sum() <= (result.cluster_score[members] > 0.5).sum()
 
 
 def test_dynamics_without_features_combine_without_the_probe(one_torch_thread):

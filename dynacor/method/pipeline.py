@@ -549,7 +549,8 @@ def _combined_score(config: DynaCorConfig, dynamics: Dynamics, q_cluster: np.nda
     """The score the cut reads (N,) and which combination made it (`dynacor.method.combine`): the
     configured one where its parts were recorded for every original, else the most that was: the
     early softmax without the probe (no features: ``--dynamics``, a Recorder), or the clusters alone
-    (no early softmax, or one kept for a subset of the originals only)."""
+    (no early softmax, or one kept for a subset of the originals only). " capped" is appended where
+    the class counts were capped at the clusters' (`dynacor.method.combine.combined_score`)."""
     n = len(dynamics.given_labels)
     if config.combine == "none" or dynamics.window_probs is None or not _covers_all(dynamics.estimate_rows, n):
         return np.asarray(q_cluster, dtype=np.float32), "none"
@@ -557,8 +558,12 @@ def _combined_score(config: DynaCorConfig, dynamics: Dynamics, q_cluster: np.nda
     early = np.asarray(dynamics.window_probs[0], dtype=np.float64)[order]
     probe = dynamics.probe_probs if config.combine == "probe+early" else None
     num_classes = early.shape[1]
-    score = combined_score(q_cluster, dynamics.given_labels, num_classes, early, probe)
-    return score.astype(np.float32), "probe+early" if probe is not None else "early"
+    # Where the self-estimates are withheld (too few samples per class to trust the early
+    # classifier), its class-pair counts are not trusted either: capped at the clusters' counts.
+    unsure = systematic_margin(n, num_classes, config.estimate_margin, config.estimate_margin_scale) \
+        > config.estimate_withhold
+    score = combined_score(q_cluster, dynamics.given_labels, num_classes, early, probe, cap_at_clusters=unsure)
+    return score.astype(np.float32), ("probe+early" if probe is not None else "early") + (" capped" if unsure else "")
 
 
 def run_candidates(dynamics: Dynamics) -> tuple[np.ndarray, np.ndarray, str]:
