@@ -1,7 +1,5 @@
 """``python -m dynacor`` is the same as the ``dynacor`` command."""
 
-import sys
+from dynacor.cli.main import entry
 
-from dynacor.cli.main import main
-
-sys.exit(main())
+entry()

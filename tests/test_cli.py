@@ -157,6 +157,13 @@ def test_python_dash_m_works_like_the_script(blobs_npz, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith("dynacor: 300 samples")
     assert (out / "samples.csv").exists()
+    # The command skips the interpreter's teardown (dynacor.cli.main.entry): everything is written
+    # and complete by then, and a bad input still exits with its own code and message.
+    assert json.loads((out / "status.json").read_text())["status"] == "finished"
+    assert (out / "events.jsonl").read_text().endswith("\n")
+    bad = subprocess.run([sys.executable, "-m", "dynacor", "detect", "--features", str(tmp_path / "absent.npz"),
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "absent.npz" in bad.stderr
     help_text = subprocess.run([sys.executable, "-m", "dynacor", "detect", "--help"], capture_output=True, text=True)
     for option in ("--features", "--noise", "--gamma", "--alpha", "--encoder-epochs", "--device", "--overwrite"):
         assert option in help_text.stdout
