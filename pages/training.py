@@ -191,6 +191,9 @@ def estimates_section(info: dict) -> None:
         "Estimated without ground truth, from the classifier's softmax over its early epochs, before "
         "it learns the wrong labels"
         + (f" (on {rows:,} of the {total:,} samples)" if 0 < rows < total else "")
+        + ("; the recall is the mean of two views of which labels are wrong: the early classifier's and the "
+           "samples' nearest neighbours' (the flags read the early classifier too, so its view alone "
+           "overstates the recall), and each interval holds both" if int(estimates.get("views") or 1) > 1 else "")
         + f". Each interval is a {100 * float(estimates.get('confidence', 0.95)):.0f}% bootstrap interval "
         f"widened by {margin:.0f} points on both sides: the systematic error the estimates showed on the "
         "tuning half of the dev benchmark at this many samples per class (wider on fewer; under about 90 per "
