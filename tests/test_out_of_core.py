@@ -14,7 +14,7 @@ from dynacor.data import featurefile
 from dynacor.data.feature_dir import FeatureDirBuilder, load_feature_dir, npz_to_feature_dir
 from dynacor.errors import CorruptError, InputError, MissingError
 from dynacor.method.config import DynaCorConfig
-from dynacor.method.knn import neighbours_of
+from dynacor.method.knn import neighbour_lists, neighbours_of
 from dynacor.method.pipeline import run
 
 
@@ -93,6 +93,13 @@ def test_neighbours_in_blocks_equal_one_block():
     whole = neighbours_of(x, rows, 6, db_block=10_000)
     np.testing.assert_array_equal(neighbours_of(x, rows, 6, db_block=97, block=13), whole)
     assert not np.any(whole == rows[:, None])  # a sample is never its own neighbour
+    # Several lists from one pass (shared products, queries in blocks too) equal separate searches.
+    among = rng.random(900) < 0.4
+    for metric in ("cosine", "euclidean"):
+        both = neighbour_lists(x, rows, [(6, None), (9, among)], metric=metric, db_block=97, block=13, query_block=50)
+        np.testing.assert_array_equal(both[0], neighbours_of(x, rows, 6, metric=metric))
+        np.testing.assert_array_equal(both[1], neighbours_of(x, rows, 9, metric=metric, among=among))
+        assert among[both[1]].all()
 
 
 def test_a_crash_before_commit_leaves_no_complete_directory(tmp_path):

@@ -64,53 +64,79 @@ def neighbours_of(
     """The ``k`` nearest neighbours among all rows of ``x`` of the rows listed in ``rows``, each
     itself excluded, nearest first: what a reviewer is shown beside a flagged sample.
 
-    ``x`` is read ``db_block`` rows at a time (a float16 memory map of a million rows is never
-    converted whole); a running top-k per query row merges the blocks. ``among`` (N,) bool keeps
-    the neighbours to the rows where it is True (at least ``k`` of them).
+    ``among`` (N,) bool keeps the neighbours to the rows where it is True (at least ``k`` of
+    them). One request of `neighbour_lists`, which says how ``x`` is read.
 
     x (N, D), rows (R,) int -> (R, k) int64 indices into ``x``.
+    """
+    return neighbour_lists(x, rows, [(k, among)], metric, block, db_block)[0]
+
+
+def neighbour_lists(
+    x: np.ndarray, rows: np.ndarray, requests: list[tuple[int, np.ndarray | None]], metric: str = "cosine",
+    block: int = 1024, db_block: int = 16384, query_block: int = 16384,
+) -> list[np.ndarray]:
+    """Several neighbour lists of the same rows from one pass of matrix products: for each request
+    ``(k, among)`` the ``k`` nearest rows of ``x`` (itself excluded, nearest first), among the rows
+    where ``among`` (N,) bool is True (None: all rows; at least ``k`` of them).
+
+    ``x`` is read ``db_block`` rows at a time, each block once per ``query_block`` listed rows (a
+    float16 memory map of a million rows is never converted whole); its products with ``block``
+    listed rows at a time feed a running top-k per request, so requests share the products, the
+    expensive part.
+
+    x (N, D), rows (R,) int -> one (R, k) int64 array of indices into ``x`` per request.
     """
     if metric not in ("euclidean", "cosine"):
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
     rows = np.asarray(rows, dtype=np.int64)
     n = int(x.shape[0])
-    k = min(k, n - 1 if among is None else int(np.sum(among)) - 1)
-    out = np.empty((len(rows), k), dtype=np.int64)
-    excluded = None if among is None else torch.from_numpy(~np.asarray(among, dtype=bool))
-    if len(rows) == 0 or k <= 0:
-        return out
+    ks = [min(k, n - 1 if among is None else int(np.sum(among)) - 1) for k, among in requests]
+    outs = [np.empty((len(rows), max(k, 0)), dtype=np.int64) for k in ks]
+    live = [r for r, k in enumerate(ks) if k > 0]
+    if len(rows) == 0 or not live:
+        return outs
+    excluded = [None if among is None else torch.from_numpy(~np.asarray(among, dtype=bool)) for _, among in requests]
 
     def prepared(values: np.ndarray) -> torch.Tensor:
         data = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
         return torch.nn.functional.normalize(data, dim=1) if metric == "cosine" else data
 
     with torch.no_grad():
-        for start in range(0, len(rows), block):
-            chunk = rows[start : start + block]
-            queries = prepared(x[np.sort(chunk)])[np.argsort(np.argsort(chunk))]
-            best_score = torch.full((len(chunk), k), float("inf"))
-            best_index = torch.zeros((len(chunk), k), dtype=torch.int64)
+        for q_start in range(0, len(rows), query_block):
+            listed = rows[q_start : q_start + query_block]
+            queries = prepared(x[np.sort(listed)])[np.argsort(np.argsort(listed))]
+            best = {r: (torch.full((len(listed), ks[r]), float("inf")), torch.zeros((len(listed), ks[r]), dtype=torch.int64))
+                    for r in live}  # fmt: skip
             for db_start in range(0, n, db_block):
                 data = prepared(x[db_start : db_start + db_block])
-                if metric == "cosine":
-                    score = -(queries @ data.T)
-                else:
-                    norms = (data * data).sum(dim=1)
-                    score = torch.addmm(norms.unsqueeze(0), queries, data.T, beta=1.0, alpha=-2.0)
-                local = torch.from_numpy(chunk - db_start)
-                inside = (local >= 0) & (local < data.shape[0])
-                score[torch.nonzero(inside).flatten(), local[inside]] = float("inf")
-                if excluded is not None:
-                    score[:, excluded[db_start : db_start + data.shape[0]]] = float("inf")
-                # The block's own top k first: merging then touches (R, 2k), not (R, block).
-                block_score, block_index = torch.topk(score, min(k, score.shape[1]), dim=1, largest=False, sorted=True)
-                merged_score = torch.cat([best_score, block_score], dim=1)
-                merged_index = torch.cat([best_index, block_index + db_start], dim=1)
-                top = torch.topk(merged_score, k, dim=1, largest=False, sorted=True).indices
-                best_score = merged_score.gather(1, top)
-                best_index = merged_index.gather(1, top)
-            out[start : start + len(chunk)] = best_index.numpy()
-    return out
+                norms = (data * data).sum(dim=1) if metric == "euclidean" else None
+                for start in range(0, len(listed), block):
+                    chunk = listed[start : start + block]
+                    if metric == "cosine":
+                        score = -(queries[start : start + block] @ data.T)
+                    else:
+                        score = torch.addmm(norms.unsqueeze(0), queries[start : start + block], data.T, beta=1.0, alpha=-2.0)
+                    local = torch.from_numpy(chunk - db_start)
+                    inside = (local >= 0) & (local < data.shape[0])
+                    score[torch.nonzero(inside).flatten(), local[inside]] = float("inf")
+                    for r in live:
+                        masked = score
+                        if excluded[r] is not None:
+                            masked = score.clone()
+                            masked[:, excluded[r][db_start : db_start + data.shape[0]]] = float("inf")
+                        # The block's own top k first: merging then touches (R, 2k), not (R, block).
+                        block_score, block_index = torch.topk(masked, min(ks[r], masked.shape[1]), dim=1, largest=False,
+                                                              sorted=True)  # fmt: skip
+                        best_score, best_index = best[r]
+                        merged_score = torch.cat([best_score[start : start + block], block_score], dim=1)
+                        merged_index = torch.cat([best_index[start : start + block], block_index + db_start], dim=1)
+                        top = torch.topk(merged_score, ks[r], dim=1, largest=False, sorted=True).indices
+                        best_score[start : start + block] = merged_score.gather(1, top)
+                        best_index[start : start + block] = merged_index.gather(1, top)
+            for r in live:
+                outs[r][q_start : q_start + len(listed)] = best[r][1].numpy()
+    return outs
 
 
 def label_votes(neighbours: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

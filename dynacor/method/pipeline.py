@@ -33,7 +33,7 @@ from dynacor.method.estimates import (
     withheld_warning,
 )
 from dynacor.method.featureset import FeatureSet
-from dynacor.method.knn import label_votes, neighbours_of
+from dynacor.method.knn import label_votes, neighbour_lists, neighbours_of
 from dynacor.method.metrics import detection_metrics
 from dynacor.method.noise import noise_rate, synthetic_labels
 from dynacor.method.probe import cross_fitted_probe
@@ -276,12 +276,18 @@ def run(
         started = time.perf_counter()
         rows = np.flatnonzero(result.flagged)
         rows = np.sort(rows[np.argsort(-result.q_noisy[rows], kind="stable")[: config.explain_limit]])
-        if config.explain_neighbours > 0:
-            # What the reviewer sees beside a flagged sample: its neighbours and their given labels.
-            result.neighbour_rows = rows
-            result.neighbours = neighbours_of(data.features, rows, config.explain_neighbours)
-        if config.suggest_neighbours > 0 and result.info["suggestion_source"] != SOURCE_NONE:
-            _vote_candidates(result, data.features, rows, config)
+        # What the reviewer sees beside a flagged sample (its neighbours and their given labels), and
+        # its nearest unflagged neighbours, whose votes weigh into its candidates: one search.
+        explain = config.explain_neighbours if config.explain_neighbours > 0 else 0
+        unflagged = ~result.flagged
+        vote = (config.suggest_neighbours > 0 and result.info["suggestion_source"] != SOURCE_NONE
+                and len(rows) > 0 and unflagged.sum() > config.suggest_neighbours)  # fmt: skip
+        requests = ([(explain, None)] if explain else []) + ([(config.suggest_neighbours, unflagged)] if vote else [])
+        found = neighbour_lists(data.features, rows, requests) if requests else []
+        if explain:
+            result.neighbour_rows, result.neighbours = rows, found[0]
+        if vote:
+            _vote_candidates(result, rows, found[-1], config)
         result.timings["neighbours"] = time.perf_counter() - started
         result.timings["total"] = time.perf_counter() - started_total
     _keep_candidates(result)
@@ -301,13 +307,9 @@ def _neighbour_off(features: np.ndarray, given: np.ndarray, num_classes: int, co
     return off
 
 
-def _vote_candidates(result: Result, features: np.ndarray, rows: np.ndarray, config: DynaCorConfig) -> None:
-    """Weigh the votes of each flagged row's nearest unflagged originals into its candidates
-    (`dynacor.method.suggest.with_votes`); the other rows keep the early softmax's."""
-    unflagged = ~result.flagged
-    if len(rows) == 0 or unflagged.sum() <= config.suggest_neighbours:
-        return
-    near = neighbours_of(features, rows, config.suggest_neighbours, among=unflagged)
+def _vote_candidates(result: Result, rows: np.ndarray, near: np.ndarray, config: DynaCorConfig) -> None:
+    """Weigh the votes of each flagged row's nearest unflagged originals ``near`` (F, k) into its
+    candidates (`dynacor.method.suggest.with_votes`); the other rows keep the early softmax's."""
     num_classes = result.info["num_classes"]
     votes = label_votes(near, result.given_labels, num_classes)
     chosen, probs = with_votes(result.candidates[rows], result.candidate_probs[rows], result.given_labels[rows],
