@@ -116,10 +116,9 @@ def combined_score(
     return scores_at_counts(summed, given, counts)
 
 
-def describe_detector(combine: str) -> str:
-    """What run.json's ``info["detector"]`` says the flags came from; ``combine`` may end in
-    " capped" (the counts capped at the clusters', `combined_score`)."""
-    combine, _, capped = combine.partition(" ")
+def describe_detector(combine: str, capped: bool = False) -> str:
+    """What run.json's ``info["detector"]`` says the flags came from (``capped``: the class counts
+    capped at the clusters', `combined_score`)."""
     cap = "; no class flagged more than DynaCor's clusters flag (few samples per class)" if capped else ""
     if combine == "probe+early":
         return ("combined: ranks of DynaCor's cluster score, a cross-fitted linear probe's and the early softmax's "

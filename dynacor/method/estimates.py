@@ -133,7 +133,6 @@ def off_diagonal(given: np.ndarray, probs_recall: np.ndarray) -> np.ndarray:
     return (guess >= 0) & (guess != given)
 
 
-
 def noise_rate_draws(given: np.ndarray, probs_noise: np.ndarray, rng: np.random.Generator, bootstrap: int = 200) -> tuple[float, np.ndarray]:
     """The noise rate and its bootstrap draws (rows resampled with replacement).
 

@@ -256,7 +256,8 @@ def run(
         timings["probe"] = time.perf_counter() - started
     neighbour_off = None
     if config.combine != "none" and config.classifier == "mlp" and config.estimate_neighbours > 0 \
-            and _covers_all(estimate_rows, n) and head.window_probs is not None:
+            and _covers_all(estimate_rows, n) and head.window_probs is not None \
+            and not _early_margin(config, n, num_classes)[1]:
         started = time.perf_counter()
         neighbour_off = _neighbour_off(data.features, given, num_classes, config, estimate_rng)
         timings["estimate_neighbours"] = time.perf_counter() - started
@@ -278,11 +279,11 @@ def run(
         rows = np.sort(rows[np.argsort(-result.q_noisy[rows], kind="stable")[: config.explain_limit]])
         # What the reviewer sees beside a flagged sample (its neighbours and their given labels), and
         # its nearest unflagged neighbours, whose votes weigh into its candidates: one search.
-        explain = config.explain_neighbours if config.explain_neighbours > 0 else 0
+        explain = config.explain_neighbours > 0
         unflagged = ~result.flagged
         vote = (config.suggest_neighbours > 0 and result.info["suggestion_source"] != SOURCE_NONE
                 and len(rows) > 0 and unflagged.sum() > config.suggest_neighbours)  # fmt: skip
-        requests = ([(explain, None)] if explain else []) + ([(config.suggest_neighbours, unflagged)] if vote else [])
+        requests = ([(config.explain_neighbours, None)] if explain else []) + ([(config.suggest_neighbours, unflagged)] if vote else [])
         found = neighbour_lists(data.features, rows, requests) if requests else []
         if explain:
             result.neighbour_rows, result.neighbours = rows, found[0]
@@ -456,8 +457,8 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
     # Report.
     t = _stage_start(emit, "report")
     q_cluster = fit.q_noisy[:n]
-    q, combined = _combined_score(config, dynamics, q_cluster)
-    info["detector"] = describe_detector(combined)
+    q, combined, capped = _combined_score(config, dynamics, q_cluster)
+    info["detector"] = describe_detector(combined, capped)
     warnings = list(fit.warnings)
     threshold, estimates, estimate_parts = 0.5, None, None
     targeted = config.target_precision is not None or config.target_recall is not None
@@ -465,8 +466,8 @@ def _detect(config, dynamics: Dynamics, emit, stop_check, device, timings, start
     margin = None
     if recorded:
         num_classes = int(np.shape(dynamics.window_probs)[-1])
-        margin = systematic_margin(n, num_classes, config.estimate_margin, config.estimate_margin_scale)
-        if margin > config.estimate_withhold:
+        margin, untrusted = _early_margin(config, n, num_classes)
+        if untrusted:
             recorded = False
             warnings.append(withheld_warning(n, num_classes, margin, config.estimate_withhold))
             if targeted:
@@ -547,25 +548,32 @@ def _covers_all(rows: np.ndarray | None, n: int) -> bool:
     return rows is not None and len(rows) == n
 
 
-def _combined_score(config: DynaCorConfig, dynamics: Dynamics, q_cluster: np.ndarray) -> tuple[np.ndarray, str]:
+def _early_margin(config: DynaCorConfig, n: int, num_classes: int) -> tuple[float, bool]:
+    """The self-estimates' systematic margin at ``n`` originals of ``num_classes`` classes
+    (`dynacor.method.estimates.systematic_margin`), and whether it is too wide to trust the early
+    classifier at all: then the estimates are withheld and the class-pair counts capped."""
+    margin = systematic_margin(n, num_classes, config.estimate_margin, config.estimate_margin_scale)
+    return margin, margin > config.estimate_withhold
+
+
+def _combined_score(config: DynaCorConfig, dynamics: Dynamics, q_cluster: np.ndarray) -> tuple[np.ndarray, str, bool]:
     """The score the cut reads (N,) and which combination made it (`dynacor.method.combine`): the
     configured one where its parts were recorded for every original, else the most that was: the
     early softmax without the probe (no features: ``--dynamics``, a Recorder), or the clusters alone
-    (no early softmax, or one kept for a subset of the originals only). " capped" is appended where
-    the class counts were capped at the clusters' (`dynacor.method.combine.combined_score`)."""
+    (no early softmax, or one kept for a subset of the originals only); and whether the class
+    counts were capped at the clusters' (`dynacor.method.combine.combined_score`)."""
     n = len(dynamics.given_labels)
     if config.combine == "none" or dynamics.window_probs is None or not _covers_all(dynamics.estimate_rows, n):
-        return np.asarray(q_cluster, dtype=np.float32), "none"
+        return np.asarray(q_cluster, dtype=np.float32), "none", False
     order = np.argsort(np.asarray(dynamics.estimate_rows), kind="stable")
     early = np.asarray(dynamics.window_probs[0], dtype=np.float64)[order]
     probe = dynamics.probe_probs if config.combine == "probe+early" else None
     num_classes = early.shape[1]
     # Where the self-estimates are withheld (too few samples per class to trust the early
     # classifier), its class-pair counts are not trusted either: capped at the clusters' counts.
-    unsure = systematic_margin(n, num_classes, config.estimate_margin, config.estimate_margin_scale) \
-        > config.estimate_withhold
-    score = combined_score(q_cluster, dynamics.given_labels, num_classes, early, probe, cap_at_clusters=unsure)
-    return score.astype(np.float32), ("probe+early" if probe is not None else "early") + (" capped" if unsure else "")
+    capped = _early_margin(config, n, num_classes)[1]
+    score = combined_score(q_cluster, dynamics.given_labels, num_classes, early, probe, cap_at_clusters=capped)
+    return score.astype(np.float32), "probe+early" if probe is not None else "early", capped
 
 
 def run_candidates(dynamics: Dynamics) -> tuple[np.ndarray, np.ndarray, str]:
