@@ -169,3 +169,45 @@ def test_encoder_says_so_when_no_state_is_valid():
     assert all(math.isnan(e["val_metric"]) for e in fit.epochs)
     assert any("invalid for the validation metric" in w for w in fit.warnings)
     assert np.mean(fit.q_noisy[is_copy] > 0.5) >= 0.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("two_views", [True, False])
+def test_training_rows_are_each_original_then_each_copy_in_its_view(dtype, two_views):
+    from dynacor.method.classifier import RowSource
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((50, 6)).astype(dtype)
+    flipped = rng.standard_normal((50, 6)).astype(dtype) if two_views else None
+    pair = rng.integers(0, 50, 9)
+    rows = RowSource(features, flipped, pair, torch.device("cpu"))
+    expected = np.concatenate([features, (flipped if two_views else features)[pair]]).astype(np.float32)
+    idx = torch.from_numpy(rng.permutation(59)[:40])
+    buffer = torch.full((64, 6), float("nan"))
+    np.testing.assert_array_equal(rows.gather(idx).numpy(), expected[idx.numpy()])
+    np.testing.assert_array_equal(rows.gather(idx, buffer).numpy(), expected[idx.numpy()])
+
+
+def test_gathering_rows_in_chunks_leaves_training_unchanged(monkeypatch):
+    # The head reads its mini-batches out of chunks of rows gathered at once; how many rows a chunk
+    # holds must not change a single recorded number.
+    from dynacor.method import classifier
+
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((300, 8)).astype(np.float32)
+    flipped = features + 0.1 * rng.standard_normal((300, 8)).astype(np.float32)
+    pair = rng.integers(0, 300, 40)
+    labels = np.concatenate([rng.integers(0, 3, 300), rng.integers(0, 3, 40)])
+
+    def train():
+        return classifier.train_head(features, labels, 3, epochs=4, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                                     batch_size=32, hidden=16, generator=torch.Generator().manual_seed(0),
+                                     features_aug=flipped, copy_pair=pair, suggest_window=(0, 2),
+                                     estimate_rows=np.arange(300), estimate_windows=((1, 3),))  # fmt: skip
+
+    whole = train()
+    monkeypatch.setattr(classifier, "CHUNK_ROWS", 64)  # 2 batches a chunk, the last chunk short
+    chunked = train()
+    for name in ("margins", "prob_given", "candidates", "candidate_probs", "window_probs"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
+    assert [e["loss"] for e in chunked.epochs] == [e["loss"] for e in whole.epochs]

@@ -17,6 +17,8 @@ from dynacor.method.estimates import open_windows, window_means
 from dynacor.method.nets import make_sgd, mlp_head
 from dynacor.method.suggest import WIDE, CandidateSums
 
+CHUNK_ROWS = 8192  # rows gathered at once: 42 MB of float32 at 1,280 dimensions
+
 
 @dataclass
 class HeadDynamics:
@@ -82,18 +84,31 @@ class RowSource:
             self.source_row = self.source_row + self.view.long() * self.n
         self.tensors = tensors
 
-    def gather(self, idx: torch.Tensor) -> torch.Tensor:
-        """(B,) row indices in [0, S) -> (B, D) float32 on the device."""
+    def gather(self, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) row indices in [0, S) -> (B, D) float32 on the device, written into ``out`` (at least
+        (B, D) float32 on the device: its first B rows are returned) when given: a buffer reused for
+        every chunk spares the page faults of a fresh 42 MB allocation each time."""
         idx = idx.to(self.source_row.device)
         rows = self.source_row[idx]
-        if len(self.tensors) == 1:
-            out = torch.index_select(self.tensors[0], 0, rows).float()
-        else:
-            flip = self.view[idx]
+        on_source = rows.device == self.device
+        if out is None or not on_source:
             out = torch.empty((len(idx), self.dim), dtype=torch.float32, device=rows.device)
-            out[~flip] = torch.index_select(self.tensors[0], 0, rows[~flip]).float()
-            out[flip] = torch.index_select(self.tensors[1], 0, rows[flip]).float()
-        return out.to(self.device, non_blocking=True)
+        out = out[: len(idx)]
+        self._select(0, rows, out)
+        if len(self.tensors) == 2:
+            # Every row from the plain view first (a copy's row there is its original's), then the
+            # copies trained on the flipped view are overwritten: no boolean-masked temporaries.
+            flip = torch.nonzero(self.view[idx]).squeeze(1)
+            if len(flip):
+                out.index_copy_(0, flip, self._select(1, rows[flip]))
+        return out if on_source else out.to(self.device, non_blocking=True)
+
+    def _select(self, view: int, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        source = self.tensors[view]
+        if source.dtype == torch.float32:
+            return torch.index_select(source, 0, rows, out=out) if out is not None else torch.index_select(source, 0, rows)
+        picked = torch.index_select(source, 0, rows)
+        return out.copy_(picked) if out is not None else picked.float()
 
 
 def _as_tensor(matrix: np.ndarray) -> torch.Tensor:
@@ -199,25 +214,35 @@ def train_head(
             for w in in_windows:
                 window_sums[w, pos[keep]] += probs[keep]
 
+    chunk_rows = max(1, CHUNK_ROWS // batch_size) * batch_size
+    buffer = torch.empty((min(chunk_rows, s), rows.dim), dtype=torch.float32, device=device)
     for epoch in range(epochs):
         started = time.perf_counter()
         head.train()
         order = torch.randperm(s, generator=generator).to(device)
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        for b, start in enumerate(range(0, s, batch_size)):
-            if should_stop is not None and b % 16 == 0 and should_stop():
-                raise Cancelled("cancelled during classifier training")
-            idx = order[start : start + batch_size]
-            logits = head(rows.gather(idx))
-            loss = loss_fn(logits, y[idx])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+        # Rows are gathered and recorded a chunk of batches at a time: per-batch gathers from two
+        # views and per-batch bookkeeping cost about 1.5 s of a 20 s run on the dev file; the
+        # same rows in the same order, so training and records are unchanged.
+        for chunk_start in range(0, s, chunk_rows):
+            chunk = order[chunk_start : chunk_start + chunk_rows]
+            x_chunk, y_chunk = rows.gather(chunk, buffer), y[chunk]
+            chunk_logits = []
+            for start in range(0, len(chunk), batch_size):
+                if should_stop is not None and (start // batch_size) % 16 == 0 and should_stop():
+                    raise Cancelled("cancelled during classifier training")
+                logits = head(x_chunk[start : start + batch_size])
+                loss = loss_fn(logits, y_chunk[start : start + batch_size])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                chunk_logits.append(logits.detach())
+                total_loss += loss.detach() * len(chunk_logits[-1])
+            chunk_logits = torch.cat(chunk_logits)
             if record == "train":
-                store(idx, logits, epoch)
-            total_loss += loss.detach() * idx.shape[0]
-            correct += (logits.detach().argmax(1) == y[idx]).sum()
+                store(chunk, chunk_logits, epoch)
+            correct += (chunk_logits.argmax(1) == y_chunk).sum()
         scheduler.step()
         if record == "eval":
             with torch.no_grad():
