@@ -3,6 +3,7 @@ truth? Runs DynaCor with its defaults on one half of the dev file for each noise
 and compares.
 
 Usage: python benchmarks/studies/estimates_study.py --half tune|report|all [--seeds 0,1,2] [--out FILE.md]
+       [--config FILE.json]
 
 The windows and the margin were chosen on the ``tune`` half; the ``report`` half is only reported.
 ``all`` reads every row: for label sets no choice was ever made on (`annotator_labels.py`).
@@ -13,6 +14,7 @@ reports each run's F1 and FNR at a budget equal to the noise rate.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +47,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default=DEFAULT_SETTINGS)
     parser.add_argument("--out", help="also write the Markdown table here")
+    parser.add_argument("--config", help="a JSON file of DynaCorConfig fields to run with instead of the defaults")
     args = parser.parse_args()
+    config = DynaCorConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config else DynaCorConfig()
     path = Path(args.features)
     settings = args.settings.split(",")
     data, extra = load_half(path, settings, None if args.half == "all" else args.half)
@@ -57,7 +61,7 @@ def main() -> None:
         name = SETTING_NAMES.get(setting, setting)
         for seed in (int(s) for s in args.seeds.split(",")):
             given = setting_labels(data, setting, seed, extra)
-            result = run(DynaCorConfig(seed=seed), data.with_labels(given))
+            result = run(config.replace(seed=seed), data.with_labels(given))
             noisy = given != data.clean_labels
             true = truth(result.flagged, noisy)
             est = result.estimates

@@ -2,15 +2,16 @@
 before anything memorises it, cut per given class at class-pair counts (issue 23).
 
 - ``q_noisy``: DynaCor's probability of the noisy cluster (the encoder, `dynacor.method.clustering`);
-- the probe (`dynacor.method.probe`): a cross-fitted linear model's normalised margin;
+- the probe (`dynacor.method.probe`): a cross-fitted linear model's normalised margin (``probe_c``
+  = 1e-4, more regularised than confident learning's own 3e-4);
 - the early softmax: the head's softmax averaged over its noise window (epochs 2-7 of 30), before
   it memorises the wrong labels, its normalised margin.
 
 Each is turned into ranks and the ranks are summed (no scale to tune); within each given class
 the top ``count`` are flagged, ``count`` being cleanlab's calibrated class-pair count (Northcutt et
 al., 2021) on the mean of the probe's and the early probabilities. Chosen on the dev file's tuning
-half (`benchmarks/studies/probe_study.py`, docs/studies/combined.md): 75.1 average F1 against
-70.9 for DynaCor's clusters alone and 72.3 for tuned confident learning. Without the probe (no
+half (`benchmarks/studies/probe_study.py`, `rank_sum_study.py`, docs/studies/combined.md): 75.3
+average F1 against 70.9 for DynaCor's clusters alone and 72.3 for tuned confident learning. Without the probe (no
 features: ``--dynamics``, a Recorder) the rank sum and the counts use the early softmax alone
 (73.5 there).
 
