@@ -34,7 +34,7 @@ def variants(cs: list[float]) -> dict:
 
     def rank_sum(run, early, probe, weights=(1, 1, 1)):
         parts = (run["cluster_score"], normalised_margin(early, run["given"]), normalised_margin(probe, run["given"]))
-        return sum(w * rankdata(p) for w, p in zip(weights, parts))
+        return sum(w * rankdata(p) for w, p in zip(weights, parts, strict=True))
 
     for c in cs:
         out[f"probe C = {c:g}"] = lambda r, e, P, c=c: f1_of(
@@ -47,6 +47,18 @@ def variants(cs: list[float]) -> dict:
             rank_sum(r, e, P(3e-4)), r["given"],
             np.rint(f * class_counts(0.5 * (e + P(3e-4)), r["given"], 10)).astype(np.int64), r["is_noisy"])
     return out
+
+
+def probe_of(features: np.ndarray, given: np.ndarray, seed: int):
+    """``probe(c)``: the cross-fitted probe's probabilities at C = c, each C fitted once."""
+    fitted: dict[float, np.ndarray] = {}
+
+    def probe(c: float) -> np.ndarray:
+        if c not in fitted:
+            fitted[c] = cross_fitted_probe(features, given, 10, folds=5, seed=seed, c=c)
+        return fitted[c]
+
+    return probe
 
 
 def main() -> None:
@@ -63,13 +75,7 @@ def main() -> None:
         setting, seed = path.stem[len("tune-"):].rsplit("-", 1)
         early = run["window_probs"][0].astype(np.float64)  # the noise window, as the pipeline reads it
         early /= early.sum(axis=1, keepdims=True)
-        probes: dict[float, np.ndarray] = {}
-
-        def probe(c: float) -> np.ndarray:
-            if c not in probes:
-                probes[c] = cross_fitted_probe(data.features, run["given"], 10, folds=5, seed=int(seed), c=c)
-            return probes[c]
-
+        probe = probe_of(data.features, run["given"], int(seed))
         for name, f1 in table.items():
             scores[name].setdefault(setting, []).append(f1(run, early, probe))
         print(path.name, flush=True)
