@@ -90,7 +90,7 @@ class RowSource:
         every chunk spares the page faults of a fresh 42 MB allocation each time."""
         idx = idx.to(self.source_row.device)
         rows = self.source_row[idx]
-        on_source = rows.device == self.device
+        on_source = rows.device.type == self.device.type  # "cuda:0" and "cuda" are the same place here
         if out is None or not on_source:
             out = torch.empty((len(idx), self.dim), dtype=torch.float32, device=rows.device)
         out = out[: len(idx)]
